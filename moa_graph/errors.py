@@ -1,0 +1,31 @@
+"""Errors moa-graph raises, so callers can tell bad settings from failed runs."""
+
+
+class MoAConfigError(ValueError):
+    """Settings are invalid or a model cannot be created; raised before any model is called.
+
+    The message names the field (or environment variable) and how to fix it. The CLI exits
+    with status 2 on this error.
+    """
+
+
+class ProposerQuorumError(RuntimeError):
+    """Fewer proposers than `min_proposals` answered in a layer.
+
+    Attributes:
+        layer: The 1-based layer that failed.
+        failures: `(model, error)` pairs for every proposer of that layer that failed.
+    """
+
+    def __init__(self, layer: int, needed: int, succeeded: int, failures: list[tuple[str, str]]):
+        self.layer = layer
+        self.failures = failures
+        detail = "; ".join(f"{model}: {error}" for model, error in failures)
+        super().__init__(
+            f"layer {layer}: {succeeded} of {succeeded + len(failures)} proposers answered, "
+            f"min_proposals is {needed}. Failed: {detail}"
+        )
+
+
+class LocalModelError(RuntimeError):
+    """The embedded model server could not be started; the message ends with its last log lines."""

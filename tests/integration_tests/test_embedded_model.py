@@ -1,0 +1,76 @@
+"""The graph and the CLI against the real embedded model behind its real HTTP server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from moa_graph import LocalModelError, build_moa_graph
+from moa_graph.local_server import LocalModelServer
+
+pytestmark = pytest.mark.integration
+
+QUESTION = {"messages": [HumanMessage("What is the boiling point of water at sea level?")]}
+
+
+async def test_default_graph_answers_with_proposal_records_and_usage() -> None:
+    out = await build_moa_graph().compile().ainvoke(QUESTION, context={"max_tokens": 96})
+
+    answer = out["messages"][-1]
+    assert isinstance(answer, AIMessage) and answer.text.strip()
+    assert answer.usage_metadata and answer.usage_metadata["input_tokens"] > 0
+    assert [(p["layer"], p["index"], p["model"]) for p in out["proposals"]] == [
+        (1, 0, "local:smollm2"), (1, 1, "local:smollm2"), (1, 2, "local:smollm2"),
+    ]  # fmt: skip
+    answered = [p for p in out["proposals"] if p["content"]]
+    assert answered, out["proposals"]
+    for p in answered:
+        assert p["usage"] and p["usage"]["input_tokens"] > 0 and p["usage"]["output_tokens"] > 0
+        assert p["latency_s"] > 0
+
+
+async def test_streaming_over_http_yields_only_aggregator_tokens() -> None:
+    graph = build_moa_graph().compile()
+    nodes, text = set(), []
+    async for mode, chunk in graph.astream(
+        QUESTION, context={"max_tokens": 64, "rounds": 2}, stream_mode=["messages", "values"]
+    ):
+        if mode == "messages":
+            nodes.add(chunk[1]["langgraph_node"])
+            text.append(chunk[0].text)
+        else:
+            final = chunk
+    assert nodes == {"aggregator"}
+    assert len(text) > 1 and "".join(text).strip() == final["messages"][-1].text.strip()
+    # Proposers answered whole, with usage, while the aggregator streamed.
+    assert [p["layer"] for p in final["proposals"]] == [1, 1, 1, 2, 2, 2]
+    assert all(p["usage"] for p in final["proposals"] if p["content"])
+
+
+def test_cli_ask_json_runs_as_a_subprocess() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOA_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "moa_graph.cli", "ask", "--json", "--max-tokens", "64",
+         "Name a planet of the solar system."],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["answer"].strip()
+    assert len(result["proposals"]) == 3
+    assert result["usage"]["input_tokens"] > 0 and result["usage"]["output_tokens"] > 0
+    assert "embedded model smollm2 ready" in done.stderr
+
+
+def test_server_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf file")
+    server = LocalModelServer(broken, alias="broken", startup_timeout_s=60)
+    with pytest.raises(LocalModelError, match="exited with status") as caught:
+        server.start()
+    assert "Last log lines:" in str(caught.value)
+    assert len(str(caught.value).splitlines()) > 2

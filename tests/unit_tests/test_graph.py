@@ -1,0 +1,260 @@
+import copy
+from collections.abc import AsyncIterator
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from moa_graph import (
+    AGGREGATE_AND_SYNTHESIZE_PROMPT,
+    MoAConfigError,
+    MoAContext,
+    ProposerQuorumError,
+    build_moa_graph,
+)
+from tests.fakes import Concurrency, ScriptedChatModel
+
+QUESTION = {"messages": [HumanMessage("What is MoA?")]}
+
+
+def refs_block(*answers: str) -> str:
+    return AGGREGATE_AND_SYNTHESIZE_PROMPT + "".join(
+        f"\n{i}. {a}" for i, a in enumerate(answers, start=1)
+    )
+
+
+def test_topology_matches_the_paper_names() -> None:
+    mermaid = build_moa_graph().compile().get_graph().draw_mermaid()
+    for edge in (
+        "__start__ --> layer;",
+        "layer -.-> proposer;",
+        "proposer --> collect_references;",
+        "collect_references -. &nbsp;next round&nbsp; .-> layer;",
+        "collect_references -. &nbsp;aggregate&nbsp; .-> aggregator;",
+        "aggregator --> __end__;",
+    ):
+        assert edge in mermaid
+
+
+async def test_later_layers_and_aggregator_get_numbered_references_in_order() -> None:
+    l1 = [ScriptedChatModel(model_name=f"a{i}", reply=f"first {i}") for i in (1, 2)]
+    l2 = [ScriptedChatModel(model_name=f"b{i}", reply=f"second {i}") for i in (1, 2, 3)]
+    agg = ScriptedChatModel(model_name="agg", reply="final")
+    graph = build_moa_graph(proposers=[l1, l2], aggregator=agg).compile()
+
+    out = await graph.ainvoke(QUESTION, context=MoAContext(rounds=2))
+
+    user = HumanMessage("What is MoA?")
+    for model in l1:
+        assert [m.content for m in model.calls[0]] == [user.content]
+    for model in l2:
+        system, question = model.calls[0]
+        assert isinstance(system, SystemMessage)
+        assert system.content == refs_block("first 1", "first 2")
+        assert question.content == user.content
+    assert agg.calls[0][0].content == refs_block("second 1", "second 2", "second 3")
+    assert isinstance(out["messages"][-1], AIMessage)
+    assert out["messages"][-1].content == "final"
+    assert [(p["layer"], p["index"], p["model"]) for p in out["proposals"]] == [
+        (1, 0, "a1"), (1, 1, "a2"), (2, 0, "b1"), (2, 1, "b2"), (2, 2, "b3"),
+    ]  # fmt: skip
+    assert out["proposals"][0]["usage"] == {"input_tokens": 10, "output_tokens": 2}
+    assert all(p["latency_s"] >= 0 for p in out["proposals"])
+
+
+async def test_existing_system_message_is_kept_and_caller_messages_unchanged() -> None:
+    proposers = [ScriptedChatModel(reply="p1"), ScriptedChatModel(reply="p2")]
+    agg = ScriptedChatModel(reply="done")
+    messages = [SystemMessage("Answer in French."), HumanMessage("Hello?")]
+    before = copy.deepcopy(messages)
+
+    await (
+        build_moa_graph(proposers=proposers, aggregator=agg)
+        .compile()
+        .ainvoke({"messages": messages}, context=MoAContext(rounds=2))
+    )
+
+    assert messages == before
+    assert proposers[0].calls[0][0].content == "Answer in French."
+    layer2_system = proposers[0].calls[1][0]
+    assert layer2_system.content == "Answer in French.\n\n" + refs_block("p1", "p2")
+    assert len(proposers[0].calls[1]) == 2  # the system prompt was merged, not added
+    assert agg.calls[0][0].content == "Answer in French.\n\n" + refs_block("p1", "p2")
+
+
+async def test_failed_proposer_is_recorded_and_left_out_of_references() -> None:
+    ok = ScriptedChatModel(model_name="good", reply="useful")
+    bad = ScriptedChatModel(model_name="broken", error="quota exceeded")
+    empty = ScriptedChatModel(model_name="silent", reply="  ")
+    agg = ScriptedChatModel(reply="final")
+    graph = build_moa_graph(proposers=[bad, ok, empty], aggregator=agg).compile()
+
+    out = await graph.ainvoke(QUESTION)
+
+    records = {p["model"]: p for p in out["proposals"]}
+    assert records["broken"]["content"] is None
+    assert records["broken"]["error"] == "RuntimeError: quota exceeded"
+    assert records["silent"]["error"].startswith("EmptyResponse")
+    assert records["good"]["error"] is None
+    assert agg.calls[0][0].content == refs_block("useful")
+    assert "None" not in agg.calls[0][0].content
+    assert out["messages"][-1].content == "final"
+
+
+async def test_too_few_answers_fail_the_layer_with_every_error_named() -> None:
+    models = [
+        ScriptedChatModel(model_name="m1", error="boom"),
+        ScriptedChatModel(model_name="m2", reply="fine"),
+        ScriptedChatModel(model_name="m3", delay_s=5.0),
+    ]
+    agg = ScriptedChatModel(reply="never")
+    graph = build_moa_graph(proposers=models, aggregator=agg).compile()
+    context = MoAContext(min_proposals=2, proposer_timeout_s=0.2)
+
+    with pytest.raises(ProposerQuorumError) as caught:
+        await graph.ainvoke(QUESTION, context=context)
+
+    assert caught.value.layer == 1
+    assert caught.value.failures == [
+        ("m1", "RuntimeError: boom"),
+        ("m3", "TimeoutError: no answer within 0.2 s"),
+    ]
+    assert "1 of 3 proposers answered" in str(caught.value)
+    assert agg.calls == []
+
+
+async def test_flat_proposers_run_in_every_round() -> None:
+    proposers = [ScriptedChatModel(reply="x"), ScriptedChatModel(reply="y")]
+    agg = ScriptedChatModel(reply="z")
+    out = (
+        await build_moa_graph(proposers=proposers, aggregator=agg)
+        .compile()
+        .ainvoke(QUESTION, context={"rounds": 3})
+    )
+    assert [p["layer"] for p in out["proposals"]] == [1, 1, 2, 2, 3, 3]
+    assert [len(m.calls) for m in proposers] == [3, 3]
+    assert len(agg.calls) == 1
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def checkpointer(
+    request: pytest.FixtureRequest, tmp_path: object
+) -> AsyncIterator[BaseCheckpointSaver[str]]:
+    if request.param == "memory":
+        yield InMemorySaver()
+        return
+    async with AsyncSqliteSaver.from_conn_string(f"{tmp_path}/checkpoints.sqlite") as saver:
+        yield saver
+
+
+async def test_two_turns_on_one_thread_start_from_layer_one(
+    checkpointer: BaseCheckpointSaver[str],
+) -> None:
+    proposers = [ScriptedChatModel(reply="a"), ScriptedChatModel(reply="b")]
+    agg = ScriptedChatModel(reply="answer")
+    graph = build_moa_graph(proposers=proposers, aggregator=agg).compile(checkpointer=checkpointer)
+    config = {"configurable": {"thread_id": "t1"}}
+    context = MoAContext(rounds=2)
+
+    await graph.ainvoke({"messages": [HumanMessage("one")]}, config, context=context)
+    out = await graph.ainvoke({"messages": [HumanMessage("two")]}, config, context=context)
+
+    assert [m.content for m in out["messages"]] == ["one", "answer", "two", "answer"]
+    assert [p["layer"] for p in out["proposals"]] == [1, 1, 2, 2]
+    turn2_layer1 = proposers[0].calls[2]
+    assert [m.content for m in turn2_layer1] == ["one", "answer", "two"]
+    assert len(agg.calls) == 2
+
+
+async def test_turn_after_a_failed_turn_starts_fresh() -> None:
+    saver = InMemorySaver()
+    config = {"configurable": {"thread_id": "t"}}
+    agg = ScriptedChatModel(reply="answer")
+    broken = build_moa_graph(
+        proposers=[ScriptedChatModel(model_name="flaky", error="down")], aggregator=agg
+    ).compile(checkpointer=saver)
+    with pytest.raises(ProposerQuorumError):
+        await broken.ainvoke({"messages": [HumanMessage("one")]}, config, context={"rounds": 2})
+
+    fixed = build_moa_graph(proposers=[ScriptedChatModel(model_name="ok")], aggregator=agg)
+    out = await fixed.compile(checkpointer=saver).ainvoke(
+        {"messages": [HumanMessage("two")]}, config, context={"rounds": 2}
+    )
+
+    assert [(p["layer"], p["model"]) for p in out["proposals"]] == [(1, "ok"), (2, "ok")]
+    assert [m.content for m in out["messages"]] == ["one", "two", "answer"]
+
+
+async def test_only_aggregator_tokens_stream() -> None:
+    proposers = [ScriptedChatModel(reply="proposal text one"), ScriptedChatModel(reply="two")]
+    agg = ScriptedChatModel(reply="the final synthesized answer")
+    graph = build_moa_graph(proposers=proposers, aggregator=agg).compile()
+
+    chunks = [
+        (message.text, meta["langgraph_node"])
+        async for message, meta in graph.astream(QUESTION, stream_mode="messages")
+    ]
+
+    assert {node for _, node in chunks} == {"aggregator"}
+    assert "".join(text for text, _ in chunks).strip() == "the final synthesized answer"
+    assert len(chunks) > 1
+
+
+@pytest.mark.parametrize(("limit", "expected_peak"), [(None, 4), (2, 2)])
+async def test_proposers_of_a_layer_run_concurrently_within_max_concurrency(
+    limit: int | None, expected_peak: int
+) -> None:
+    tracker = Concurrency()
+    proposers = [ScriptedChatModel(delay_s=0.05, concurrency=tracker) for _ in range(4)]
+    graph = build_moa_graph(proposers=proposers, aggregator=ScriptedChatModel()).compile()
+    config = {} if limit is None else {"max_concurrency": limit}
+
+    await graph.ainvoke(QUESTION, config)
+
+    assert tracker.peak == expected_peak
+
+
+async def test_default_context_is_used_when_none_is_given() -> None:
+    proposers = [ScriptedChatModel(reply="p")]
+    out = (
+        await build_moa_graph(proposers=proposers, aggregator=ScriptedChatModel(reply="a"))
+        .compile()
+        .ainvoke(QUESTION)
+    )
+    assert [p["layer"] for p in out["proposals"]] == [1]  # MoAContext().rounds == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "context", "message"),
+    [
+        ({"proposers": [[ScriptedChatModel()]] * 2}, {"rounds": 3}, "2 proposer lists"),
+        ({"proposers": [ScriptedChatModel()]}, {"min_proposals": 2}, "min_proposals is 2"),
+        ({}, {"rounds": 0}, "rounds=0"),
+        ({}, {"proposers": ["gpt-4o"]}, "'provider:model'"),
+    ],
+)
+async def test_bad_settings_fail_before_any_model_call(
+    kwargs: dict[str, object], context: dict[str, object], message: str
+) -> None:
+    agg = ScriptedChatModel()
+    graph = build_moa_graph(aggregator=agg, **kwargs).compile()  # type: ignore[arg-type]
+    with pytest.raises(MoAConfigError, match=message):
+        await graph.ainvoke(QUESTION, context=context)
+    assert agg.calls == []
+
+
+def test_builder_rejects_what_is_not_a_chat_model() -> None:
+    with pytest.raises(MoAConfigError, match="proposers is empty"):
+        build_moa_graph(proposers=[])
+    with pytest.raises(MoAConfigError, match="one such list per layer"):
+        build_moa_graph(proposers=[ScriptedChatModel(), [ScriptedChatModel()]])  # type: ignore[list-item]
+    with pytest.raises(MoAConfigError, match="aggregator must be"):
+        build_moa_graph(aggregator="openai:gpt-4o")  # type: ignore[arg-type]
+
+
+async def test_empty_conversation_is_rejected() -> None:
+    graph = build_moa_graph(proposers=[ScriptedChatModel()]).compile()
+    with pytest.raises(MoAConfigError, match="messages is empty"):
+        await graph.ainvoke({"messages": []})
