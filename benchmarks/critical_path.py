@@ -5,6 +5,10 @@ the critical path (per layer the slowest proposer, plus the aggregator) and with
 asyncio implementation of the same MoA. Target: 4 proposers x 2 rounds at 100 ms per call
 within 1.03x of the critical path.
 
+A third figure, "langgraph_floor", runs a LangGraph graph of the same shape (layer node, one
+Send per proposer, join node, loop, aggregator) whose nodes only sleep: no chat models and no
+MoA code, so it shows what LangGraph itself costs on this machine.
+
 Two critical paths are reported. "nominal" is (rounds + 1) x latency. "measured" adds up the
 models' own sleep durations as they happened (per layer the longest, plus the aggregator's):
 an asyncio timer fires up to about a millisecond late, which no implementation avoids, so the
@@ -16,13 +20,16 @@ measured path is what the orchestration is judged against.
 import argparse
 import asyncio
 import json
+import operator
 import statistics
 import time
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langgraph.graph import START, StateGraph
+from langgraph.types import Send
 from pydantic import Field
 
 from moa_graph import AGGREGATE_AND_SYNTHESIZE_PROMPT, MoAContext, build_moa_graph
@@ -73,6 +80,43 @@ async def plain_asyncio_moa(
     return (await aggregator.ainvoke(final)).text
 
 
+class _FloorState(TypedDict, total=False):
+    layer: int
+    answers: Annotated[list[str], operator.add]
+
+
+def langgraph_floor(proposers: int, rounds: int, latency_s: float) -> Any:
+    """Compile a graph of the MoA graph's shape whose nodes only sleep."""
+
+    async def layer(state: _FloorState) -> _FloorState:
+        return {"layer": state.get("layer", 0) + 1}
+
+    async def proposer(_: object) -> _FloorState:
+        await asyncio.sleep(latency_s)
+        return {"answers": ["an answer"]}
+
+    async def join(state: _FloorState) -> _FloorState:
+        return {}
+
+    async def aggregator(state: _FloorState) -> _FloorState:
+        await asyncio.sleep(latency_s)
+        return {}
+
+    builder = StateGraph(_FloorState)
+    for node in (layer, proposer, join, aggregator):
+        builder.add_node(node.__name__, node)
+    builder.add_edge(START, "layer")
+    builder.add_conditional_edges(
+        "layer", lambda s: [Send("proposer", {}) for _ in range(proposers)], ["proposer"]
+    )
+    builder.add_edge("proposer", "join")
+    builder.add_conditional_edges(
+        "join", lambda s: "layer" if s["layer"] < rounds else "aggregator", ["layer", "aggregator"]
+    )
+    builder.set_finish_point("aggregator")
+    return builder.compile()
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     latency = args.latency_ms / 1000
     proposers: list[BaseChatModel] = [
@@ -89,16 +133,22 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     async def plain_run() -> None:
         await plain_asyncio_moa(proposers, aggregator, args.rounds, "question")
 
+    floor = langgraph_floor(args.proposers, args.rounds, latency)
+
+    async def floor_run() -> None:
+        await floor.ainvoke({"layer": 0})
+
     def measured_path() -> float:
         layers = zip(*(m.durations for m in proposers), strict=True)
         return sum(max(layer) for layer in layers) + sum(aggregator.durations)
 
-    walls: dict[str, list[float]] = {"graph": [], "plain_asyncio": []}
-    ratios: dict[str, list[float]] = {"graph": [], "plain_asyncio": []}
-    await graph_run()  # warm-up: imports, first compile of schemas
-    await plain_run()
+    runs = {"graph": graph_run, "plain_asyncio": plain_run}
+    walls: dict[str, list[float]] = {name: [] for name in runs}
+    ratios: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():
+        await run()  # warm-up: imports, first compile of schemas
     for _ in range(args.runs):
-        for name, run in (("graph", graph_run), ("plain_asyncio", plain_run)):
+        for name, run in runs.items():
             for model in [*proposers, aggregator]:
                 model.durations.clear()
             start = time.perf_counter()
@@ -106,6 +156,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             wall = time.perf_counter() - start
             walls[name].append(wall)
             ratios[name].append(wall / measured_path())
+
+    floor_walls = []
+    await floor_run()
+    for _ in range(args.runs):
+        start = time.perf_counter()
+        await floor_run()
+        floor_walls.append(time.perf_counter() - start)
 
     nominal = (args.rounds + 1) * latency
     median = {name: statistics.median(values) for name, values in walls.items()}
@@ -123,6 +180,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "plain_asyncio_vs_measured_critical_path": round(vs_measured["plain_asyncio"], 4),
         "graph_vs_nominal_critical_path": round(median["graph"] / nominal, 4),
         "plain_asyncio_vs_nominal_critical_path": round(median["plain_asyncio"] / nominal, 4),
+        "langgraph_floor_median_s": round(statistics.median(floor_walls), 4),
+        "langgraph_floor_vs_nominal_critical_path": round(
+            statistics.median(floor_walls) / nominal, 4
+        ),
         "graph_vs_plain_asyncio": round(median["graph"] / median["plain_asyncio"], 4),
         "target": 1.03,
         "within_target": vs_measured["graph"] <= 1.03,

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 import traceback
 import uuid
 from collections.abc import Sequence
@@ -123,17 +124,28 @@ async def _stream_turn(
     show_proposals: bool,
 ) -> None:
     """Stream the aggregator's tokens to stdout and the layers' progress to stderr."""
+    start = time.perf_counter()
+    final: dict[str, Any] = {}
     async for part in graph.astream(
-        inputs, config, context=context, stream_mode=["messages", "tasks"]
+        inputs, config, context=context, stream_mode=["messages", "tasks", "values"]
     ):
         mode, chunk = cast(tuple[str, Any], part)
         if mode == "messages":
             message, metadata = chunk
             if metadata.get("langgraph_node") == "aggregator":
                 print(message.text, end="", flush=True)
-        else:
+        elif mode == "tasks":
             _report_task(chunk, context, show_proposals)
+        else:
+            final = chunk
     print(flush=True)
+    summary = _summary(final)
+    usage, unreported = summary["usage"], summary["calls_without_usage"]
+    _progress(
+        f"answered in {time.perf_counter() - start:.1f} s, {len(final['proposals'])} proposals, "
+        f"{usage['input_tokens']} tokens in, {usage['output_tokens']} out"
+        + (f" ({unreported} calls reported no usage)" if unreported else "")
+    )
 
 
 def _report_task(event: dict[str, Any], context: MoAContext, show_proposals: bool) -> None:
@@ -168,6 +180,8 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
             "input_tokens": sum(u["input_tokens"] for u in calls if u),
             "output_tokens": sum(u["output_tokens"] for u in calls if u),
         },
+        # e.g. the embedded server reports no usage for a streamed answer
+        "calls_without_usage": sum(u is None for u in calls),
     }
 
 

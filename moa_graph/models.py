@@ -51,8 +51,6 @@ def load_chat_model(
     if provider == LOCAL_PROVIDER:
         kwargs.update(model_provider="openai", base_url=local_base_url(model), api_key="local")
         model = Path(model).stem  # the server's alias: "smollm2", or a GGUF file's name
-        # Report usage in streamed answers too (the OpenAI API's stream_options).
-        kwargs["stream_usage"] = True
     else:
         kwargs["model_provider"] = provider
     try:
