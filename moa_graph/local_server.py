@@ -50,8 +50,9 @@ class LocalModelServer:
         self.n_ctx = n_ctx
         self.startup_timeout_s = startup_timeout_s
         self.base_url = ""
+        self.log_path = Path(tempfile.gettempdir()) / f"moa-graph-llama-{os.getpid()}-{alias}.log"
+        """The server's output; deleted on stop, kept when the server fails to start."""
         self._process: subprocess.Popen[bytes] | None = None
-        self._log_path = Path(tempfile.gettempdir()) / f"moa-graph-llama-{os.getpid()}-{alias}.log"
 
     def start(self) -> str:
         """Start the server and wait until it answers; return its base URL (``.../v1``).
@@ -71,7 +72,7 @@ class LocalModelServer:
             "--interrupt_requests", "False",
         ]  # fmt: skip
         started = time.monotonic()
-        with self._log_path.open("wb") as log_file:
+        with self.log_path.open("wb") as log_file:
             self._process = subprocess.Popen(
                 command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
@@ -79,9 +80,11 @@ class LocalModelServer:
         self.base_url = f"http://127.0.0.1:{port}/v1"
         while time.monotonic() - started < self.startup_timeout_s:
             if self._process.poll() is not None:
+                atexit.unregister(self.stop)  # keep the log the error points to
                 raise LocalModelError(
                     f"the embedded model server exited with status {self._process.returncode}"
-                    f" while starting. Last log lines:\n{self.log_tail()}"
+                    f" while starting (full log: {self.log_path}). Last log lines:\n"
+                    f"{self.log_tail()}"
                 )
             if _answers(self.base_url + "/models"):
                 log.info(
@@ -90,28 +93,29 @@ class LocalModelServer:
                 )  # fmt: skip
                 return self.base_url
             time.sleep(0.2)
+        tail = self.log_tail()
         self.stop()
         raise LocalModelError(
             f"the embedded model server did not answer within {self.startup_timeout_s:g} s. "
-            f"Last log lines:\n{self.log_tail()}"
+            f"Last log lines:\n{tail}"
         )
 
     def stop(self) -> None:
-        """Stop the server process (terminate, then kill after 10 s); safe to call twice."""
+        """Stop the server (terminate, then kill after 10 s) and delete its log; safe twice."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.log_path.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 20) -> str:
         """Return the last `lines` lines of the server's log."""
         try:
-            with self._log_path.open(errors="replace") as f:
+            with self.log_path.open(errors="replace") as f:
                 return "".join(collections.deque(f, maxlen=lines)).rstrip()
         except OSError:
             return "(no log)"
