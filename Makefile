@@ -6,6 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 QUESTION ?= Why do we have seasons on Earth? Answer in a short paragraph.
+STUDIO_PORT ?= 2024
 
 .PHONY: run test unit lint format bench studio clean
 
@@ -34,6 +35,12 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# LangGraph Studio's API server for the graphs of langgraph.json, offline, on the embedded
+# model. Open https://smith.langchain.com/studio/?baseUrl=http://127.0.0.1:$(STUDIO_PORT)
+# and, from another terminal, save the sample assistants: $(BIN)/python studio/create_assistants.py
+studio: $(STAMP)
+	LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph dev --port $(STUDIO_PORT) --no-browser
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/critical_path.py

@@ -2,7 +2,7 @@
 
 import os
 import re
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
 from moa_graph.errors import MoAConfigError
@@ -97,8 +97,8 @@ class MoAContext:
         for f in fields(self):
             env_name = ENV_PREFIX + f.name.upper()
             raw = os.environ.get(env_name)
-            if raw is not None and raw.strip() and getattr(self, f.name) == _default_of(f.name):
-                setattr(self, f.name, _parse_env(f.name, env_name, raw))
+            if raw is not None and raw.strip() and getattr(self, f.name) == _default_of(f):
+                setattr(self, f.name, _parse_env(f, env_name, raw))
         self._validate()
 
     def proposer_specs(self, layer: int) -> list[str]:
@@ -116,8 +116,8 @@ class MoAContext:
                 )
             for i, specs in enumerate(self.layer_proposers):
                 _check_specs(f"layer_proposers[{i}]", specs)
-        _check_spec("aggregator", self.aggregator)
-        _check_int("rounds", self.rounds, minimum=1)
+        check_spec("aggregator", self.aggregator)
+        check_int("rounds", self.rounds, minimum=1)
         if self.layer_proposers is not None and len(self.layer_proposers) != self.rounds:
             raise MoAConfigError(
                 f"layer_proposers has {len(self.layer_proposers)} lists but rounds is "
@@ -125,8 +125,8 @@ class MoAContext:
                 f"{len(self.layer_proposers)}"
             )
         _check_number("temperature", self.temperature, minimum=0.0, maximum=2.0)
-        _check_int("max_tokens", self.max_tokens, minimum=1)
-        _check_int("min_proposals", self.min_proposals, minimum=1)
+        check_int("max_tokens", self.max_tokens, minimum=1)
+        check_int("min_proposals", self.min_proposals, minimum=1)
         _check_number("proposer_timeout_s", self.proposer_timeout_s, minimum=0.001)
         if not isinstance(self.aggregator_prompt, str) or not self.aggregator_prompt.strip():
             raise MoAConfigError(
@@ -140,27 +140,32 @@ class MoAContext:
             )
 
 
-def _default_of(name: str) -> Any:
-    f = MoAContext.__dataclass_fields__[name]
+def _default_of(f: Field[Any]) -> Any:
     return f.default if f.default_factory is MISSING else f.default_factory()
 
 
-def _parse_env(name: str, env_name: str, raw: str) -> Any:
+def _parse_env(f: Field[Any], env_name: str, raw: str) -> Any:
+    """Convert an environment variable's text to the type of field `f`."""
     try:
-        if name == "proposers":
+        if f.type == list[str]:
             return [s.strip() for s in raw.split(",") if s.strip()]
-        if name == "layer_proposers":
+        if f.type == list[list[str]] | None:
             return [[s.strip() for s in layer.split(",") if s.strip()] for layer in raw.split(";")]
-        if name in ("rounds", "max_tokens", "min_proposals"):
+        if f.type is int:
             return int(raw)
-        if name in ("temperature", "proposer_timeout_s"):
+        if f.type is float:
             return float(raw)
     except ValueError:
         raise MoAConfigError(f"{env_name}={raw!r} is not a number: fix or unset it") from None
     return raw
 
 
-def _check_spec(name: str, spec: object) -> None:
+def check_spec(name: str, spec: object) -> None:
+    """Raise unless `spec` is a ``'provider:model'`` text; the error names the field `name`.
+
+    Raises:
+        MoAConfigError: Not a spec; the message shows the expected form.
+    """
     if not isinstance(spec, str) or ":" not in spec:
         raise MoAConfigError(
             f"{name}={spec!r} is not a model spec: write it as 'provider:model', "
@@ -178,10 +183,15 @@ def _check_specs(name: str, specs: object) -> None:
     if not isinstance(specs, list) or not specs:
         raise MoAConfigError(f"{name} must be a non-empty list of 'provider:model' specs")
     for i, spec in enumerate(specs):
-        _check_spec(f"{name}[{i}]", spec)
+        check_spec(f"{name}[{i}]", spec)
 
 
-def _check_int(name: str, value: object, *, minimum: int) -> None:
+def check_int(name: str, value: object, *, minimum: int) -> None:
+    """Raise unless `value` is a whole number of at least `minimum`; the error names `name`.
+
+    Raises:
+        MoAConfigError: Not a whole number, or too small.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise MoAConfigError(f"{name}={value!r}: must be a whole number >= {minimum}")
 

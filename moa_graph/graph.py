@@ -8,7 +8,7 @@ The algorithm itself (references, proposer records, quorum) lives in `moa_graph.
 """
 
 from collections.abc import Sequence
-from typing import Literal, TypedDict, cast
+from typing import Literal, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AnyMessage, BaseMessage
@@ -16,6 +16,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, Send
+from typing_extensions import TypedDict
 
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
@@ -158,10 +159,11 @@ def build_moa_graph(
         label, model = aggregator_model(ctx)
         refs = layer_references(state["proposals"], state["layer"])
         messages = inject_references(state["messages"], refs, ctx.aggregator_prompt)
+        k = state["layer"] + 1  # the paper counts the aggregator as the last layer
         traced = model.with_config(
             run_name=f"{label} (aggregator)",
-            tags=["aggregator"],
-            metadata={"moa_layer": state["layer"] + 1, "moa_model": label},
+            tags=["aggregator", f"layer:{k}"],
+            metadata={"moa_layer": k, "moa_model": label},
         )
         answer = await traced.ainvoke(messages)
         if not answer.text.strip():

@@ -5,9 +5,13 @@ knows works once its package and credentials are present (``openai:``, ``bedrock
 ``anthropic:``, ...). OpenAI-compatible servers (vLLM, Ollama, Together, llama.cpp) use
 ``openai:`` with ``OPENAI_BASE_URL`` (and ``OPENAI_API_KEY``) set. ``local:`` is the embedded
 model, reached the same way: `ChatOpenAI` pointed at the local server.
+
+Missing credentials of OpenAI and Bedrock are caught here, when the model is created (before
+any call), with an error that names the variable to set.
 """
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +42,8 @@ def load_chat_model(
         A LangChain chat model. For ``local:`` specs the embedded server is started first.
 
     Raises:
-        MoAConfigError: The provider's package or credentials are missing, or the provider
-            rejects the settings; the message names the spec.
+        MoAConfigError: The provider's package or credentials are missing (the message names
+            the variable to set), or the provider rejects the settings; it names the spec.
         LocalModelError: The embedded model server could not start.
     """
     provider, model = spec.split(":", 1)
@@ -52,7 +56,12 @@ def load_chat_model(
         kwargs.update(model_provider="openai", base_url=local_base_url(model), api_key="local")
         model = Path(model).stem  # the server's alias: "smollm2", or a GGUF file's name
     else:
+        _require_credentials(provider, spec)
         kwargs["model_provider"] = provider
+    if provider == LOCAL_PROVIDER or (provider == "openai" and _openai_base_url()):
+        # langchain-openai sends the limit only as `max_completion_tokens`, which
+        # llama-cpp-python's server (and other OpenAI-compatible servers) ignore.
+        kwargs["extra_body"] = {"max_tokens": max_tokens}
     try:
         chat_model: BaseChatModel = init_chat_model(model, **kwargs)
     except ImportError as exc:
@@ -60,6 +69,33 @@ def load_chat_model(
     except Exception as exc:  # provider constructors raise assorted types for bad settings
         raise MoAConfigError(f"{spec!r}: cannot create the model: {exc}") from exc
     return chat_model
+
+
+def _require_credentials(provider: str, spec: str) -> None:
+    """Raise when a hosted provider's credentials are missing, naming what to set."""
+    if provider == "openai" and not os.environ.get("OPENAI_API_KEY"):
+        raise MoAConfigError(
+            f"{spec!r}: the OpenAI provider needs an API key: set OPENAI_API_KEY. For an "
+            "OpenAI-compatible server (vLLM, Ollama, Together) set OPENAI_BASE_URL too, and any "
+            "non-empty OPENAI_API_KEY if the server checks none"
+        )
+    if provider in ("bedrock_converse", "bedrock"):
+        import boto3  # only Bedrock users pay for importing it
+
+        session = boto3.Session()
+        if not (os.environ.get("AWS_REGION") or session.region_name):
+            raise MoAConfigError(
+                f"{spec!r}: Amazon Bedrock needs a region: set AWS_DEFAULT_REGION (or AWS_REGION)"
+            )
+        if session.get_credentials() is None:
+            raise MoAConfigError(
+                f"{spec!r}: Amazon Bedrock needs AWS credentials: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE for a profile in ~/.aws/credentials"
+            )
+
+
+def _openai_base_url() -> str:
+    return os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE") or ""
 
 
 def model_label(model: BaseChatModel) -> str:

@@ -1,10 +1,11 @@
 """Graph state: what callers send, what they get back, and the per-turn bookkeeping."""
 
 import operator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage, BaseMessage
 from langgraph.graph.message import Messages, add_messages
+from typing_extensions import TypedDict
 
 
 def add_message_copies(left: Messages, right: Messages) -> Any:

@@ -2,11 +2,19 @@ import os
 
 import pytest
 
+from moa_graph.models import load_chat_model
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the developer's MOA_* settings and LangSmith tracing out of every test."""
+    """Keep the developer's MOA_* settings, keys and LangSmith tracing out of every test."""
     for name in list(os.environ):
-        if name.startswith("MOA_"):
+        if name.startswith(("MOA_", "OPENAI_", "AWS_", "LANGSMITH_", "LANGCHAIN_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("LANGSMITH_TRACING", "false")
+    # boto3 must not find the developer's profiles nor ask an instance metadata service.
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # Models are cached per spec; a cached one would keep another test's environment.
+    load_chat_model.cache_clear()

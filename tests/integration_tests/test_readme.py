@@ -1,4 +1,4 @@
-"""The README's Python example runs as written, on the embedded model."""
+"""The README's runnable examples run as written, on the embedded model."""
 
 import re
 import subprocess
@@ -12,17 +12,26 @@ pytestmark = pytest.mark.integration
 README = Path(__file__).parents[2] / "README.md"
 
 
-def test_readme_python_example_runs(tmp_path: Path) -> None:
-    example = re.search(r"## Python API\n\n```python\n(.*?)```", README.read_text(), re.S)
-    assert example, "README has no Python API example"
+def run_block(marker: str, tmp_path: Path) -> list[str]:
+    """Run the README's first Python block that contains `marker`; return its output lines."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    [code, *_] = [block for block in blocks if marker in block]
     script = tmp_path / "example.py"
-    script.write_text(example.group(1))
-
+    script.write_text(code)
     done = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=300
     )
-
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.strip().splitlines()
+    return done.stdout.strip().splitlines()
+
+
+def test_python_api_example(tmp_path: Path) -> None:
+    lines = run_block("asyncio.run(main())", tmp_path)
     assert len(lines) >= 4  # the answer, then one line per proposal
     assert sum(" local:smollm2 " in line for line in lines) == 3
+
+
+def test_function_node_example(tmp_path: Path) -> None:
+    lines = run_block("async def ask_moa(", tmp_path)
+    assert lines[-1] == "failed proposers: 0"
+    assert "".join(lines[:-1]).strip()  # the answer

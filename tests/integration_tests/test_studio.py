@@ -1,0 +1,208 @@
+"""`langgraph dev` serves the graphs of langgraph.json offline, driven by langgraph-sdk.
+
+The server runs as a subprocess on a free port, in its own session and a temporary working
+directory (it writes `.langgraph_api/` there), with the repository's langgraph.json rewritten
+to absolute paths. It starts the embedded model itself, as it does for a Studio user.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph_sdk import get_client
+
+from studio.create_assistants import save_assistants
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).parents[2]
+MOA_NODES = {"layer", "proposer", "collect_references", "aggregator"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def session_processes(sid: int) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "sid=,pid=,args="], capture_output=True, text=True)
+    return [line for line in ps.stdout.splitlines() if int(line.split()[0]) == sid]
+
+
+@dataclass
+class DevServer:
+    url: str
+    pid: int
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    workdir = tmp_path_factory.mktemp("langgraph-dev")
+    config = json.loads((ROOT / "langgraph.json").read_text())
+    config["dependencies"] = [str(ROOT)]
+    config["graphs"] = {name: str(ROOT / path) for name, path in config["graphs"].items()}
+    (workdir / "langgraph.json").write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGSMITH_", "MOA_"))}
+    env.update(LANGGRAPH_CLI_NO_ANALYTICS="1", LANGSMITH_TRACING="false")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    repo_state_before = (ROOT / ".langgraph_api").exists()
+    with (workdir / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [Path(sys.executable).parent / "langgraph", "dev", "--port", str(port),
+             "--no-browser", "--no-reload", "--config", "langgraph.json"],
+            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(url + "/ok"):
+            assert process.poll() is None, (workdir / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "langgraph dev did not answer in 120 s"
+            time.sleep(0.5)
+        yield DevServer(url, process.pid)
+    finally:
+        process.send_signal(signal.SIGINT)  # what Ctrl-C in `make studio` sends
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    time.sleep(1)
+    leftovers = session_processes(process.pid)  # its session id is its pid
+    if leftovers:
+        os.killpg(process.pid, signal.SIGKILL)
+    assert leftovers == [], "langgraph dev left processes behind"
+    assert (workdir / ".langgraph_api").is_dir()
+    assert (ROOT / ".langgraph_api").exists() == repo_state_before
+
+
+@pytest.fixture
+def server(dev_server: DevServer) -> str:
+    return dev_server.url
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+async def assistant(url: str, graph_id: str) -> dict[str, Any]:
+    found = await get_client(url=url).assistants.search(graph_id=graph_id)
+    [system] = [a for a in found if a["metadata"].get("created_by") == "system"]
+    return dict(system)
+
+
+async def test_graphs_draw_with_moa_nodes_and_conditional_edges(server: str) -> None:
+    client = get_client(url=server)
+    graphs = {a["graph_id"] for a in await client.assistants.search()}
+    assert {"moa", "router_agent"} <= graphs
+
+    drawn = await client.assistants.get_graph((await assistant(server, "moa"))["assistant_id"])
+    assert {node["id"] for node in drawn["nodes"]} >= MOA_NODES
+    conditional = {
+        (e["source"], e["target"], e.get("data")) for e in drawn["edges"] if e.get("conditional")
+    }
+    assert conditional == {
+        ("layer", "proposer", None),
+        ("collect_references", "layer", "next round"),
+        ("collect_references", "aggregator", "aggregate"),
+    }
+    router_id = (await assistant(server, "router_agent"))["assistant_id"]
+    router = await client.assistants.get_graph(router_id, xray=True)
+    assert {f"moa:{n}" for n in MOA_NODES} | {"triage", "single_model"} <= {
+        node["id"] for node in router["nodes"]
+    }
+
+
+async def test_schemas_carry_the_context_fields_with_descriptions(server: str) -> None:
+    client = get_client(url=server)
+    moa = await client.assistants.get_schemas((await assistant(server, "moa"))["assistant_id"])
+    fields = moa["context_schema"]["properties"]
+    assert set(fields) >= {"proposers", "aggregator", "rounds", "max_tokens", "min_proposals"}
+    assert all(field.get("description") for field in fields.values())
+    assert "messages" in moa["input_schema"]["properties"]
+    assert "proposals" in moa["output_schema"]["properties"]
+    router_id = (await assistant(server, "router_agent"))["assistant_id"]
+    router = await client.assistants.get_schemas(router_id)
+    assert {"single_model", "hard_min_words", "rounds"} <= set(
+        router["context_schema"]["properties"]
+    )
+
+
+async def stream_turn(
+    url: str, thread_id: str, assistant_id: str, text: str, **kwargs: Any
+) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
+    """Run one turn; return (event, node, token) per streamed token, and the final values."""
+    tokens, values = [], {}
+    async for part in get_client(url=url).runs.stream(
+        thread_id, assistant_id,
+        input={"messages": [{"role": "user", "content": text}]},
+        stream_mode=["messages-tuple", "values"], **kwargs,
+    ):  # fmt: skip
+        if part.event.startswith("messages"):
+            chunk, metadata = part.data
+            tokens.append((part.event, metadata["langgraph_node"], chunk["content"]))
+        elif part.event.startswith("values"):
+            values = part.data
+        assert part.event != "error", part.data
+    return tokens, values
+
+
+async def test_streamed_runs_and_a_second_turn_on_one_thread(dev_server: DevServer) -> None:
+    server = dev_server.url
+    client = get_client(url=server)
+    [self_moa, *_] = await save_assistants(server)
+    assert self_moa["name"] == "Self-MoA (local)" and len(self_moa["context"]["proposers"]) == 4
+    thread = await client.threads.create()
+    context = {"max_tokens": 32}  # overrides the saved max_tokens for this run only
+
+    tokens, first = await stream_turn(
+        server, thread["thread_id"], self_moa["assistant_id"], "Name a primary colour.",
+        context=context,
+    )  # fmt: skip
+    assert {node for _, node, _ in tokens} == {"aggregator"}
+    answer = first["messages"][-1]
+    assert answer["type"] == "ai" and answer["content"].strip()
+    assert "".join(token for *_, token in tokens).strip() == answer["content"].strip()
+    assert [p["model"] for p in first["proposals"]] == ["local:smollm2"] * 4
+    # The server started the embedded model itself, in its own session (stopped with it).
+    assert any("llama_cpp.server" in p for p in session_processes(dev_server.pid))
+
+    _, second = await stream_turn(
+        server, thread["thread_id"], self_moa["assistant_id"], "And a secondary one?",
+        context=context,
+    )  # fmt: skip
+    assert [m["type"] for m in second["messages"]] == ["human", "ai", "human", "ai"]
+    assert len(second["proposals"]) == 4  # a new turn starts again at layer 1
+    state = await client.threads.get_state(thread["thread_id"])
+    assert state["values"]["messages"][-1]["content"] == second["messages"][-1]["content"]
+
+
+async def test_router_agent_streams_moa_tokens_from_the_subgraph(server: str) -> None:
+    client = get_client(url=server)
+    router_id = (await assistant(server, "router_agent"))["assistant_id"]
+    thread = await client.threads.create()
+
+    tokens, values = await stream_turn(
+        server, thread["thread_id"], router_id, "Explain why the sky is blue.",
+        context={"max_tokens": 32}, stream_subgraphs=True,
+    )  # fmt: skip
+
+    assert values["route"] == "hard"
+    assert tokens and {node for _, node, _ in tokens} == {"aggregator"}
+    assert all(event.startswith("messages|moa:") for event, _, _ in tokens)
+    assert values["messages"][-1]["content"].strip()

@@ -1,0 +1,45 @@
+"""Hosted providers: missing credentials fail when the model is created, naming what to set."""
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from moa_graph import MoAConfigError, MoAContext, build_moa_graph
+from moa_graph.models import load_chat_model
+
+
+def create(spec: str):
+    return load_chat_model(spec, temperature=0.7, max_tokens=64)
+
+
+def test_openai_without_a_key_names_the_provider_and_the_variable() -> None:
+    with pytest.raises(MoAConfigError, match="'openai:gpt-4o-mini': the OpenAI provider") as err:
+        create("openai:gpt-4o-mini")
+    assert "set OPENAI_API_KEY" in str(err.value)
+
+
+def test_bedrock_without_a_region_or_credentials_names_the_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = "bedrock_converse:anthropic.claude-3-haiku-20240307-v1:0"
+    with pytest.raises(MoAConfigError, match="Amazon Bedrock needs a region: set AWS_DEFAULT"):
+        create(spec)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with pytest.raises(MoAConfigError, match="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        create(spec)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example")
+    assert create(spec).model_id == "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+async def test_missing_credentials_stop_the_run_before_any_model_is_called() -> None:
+    ctx = MoAContext(proposers=["openai:gpt-4o-mini"], aggregator="openai:gpt-4o")
+    with pytest.raises(MoAConfigError, match="OPENAI_API_KEY"):
+        await build_moa_graph().compile().ainvoke({"messages": [HumanMessage("hi")]}, context=ctx)
+
+
+def test_openai_compatible_servers_also_get_max_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    # langchain-openai sends only max_completion_tokens, which llama.cpp's server ignores.
+    monkeypatch.setenv("OPENAI_API_KEY", "any")
+    assert "extra_body" not in create("openai:gpt-4o-mini").model_dump(exclude_none=True)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    assert create("openai:qwen2.5").extra_body == {"max_tokens": 64}
