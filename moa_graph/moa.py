@@ -9,11 +9,14 @@ calls never reach a prompt: they become records with an error.
 
 import asyncio
 import time
+import uuid
 from collections.abc import Sequence
 
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import RunnableConfig, ensure_config
+from langchain_core.runnables.config import get_async_callback_manager_for_config
 
 from moa_graph.errors import ProposerQuorumError
 from moa_graph.state import Proposal, Usage
@@ -88,10 +91,13 @@ async def call_proposer(
     content: str | None = None
     error: str | None = None
     usage: Usage | None = None
+    config = RunnableConfig(**config, run_id=uuid.uuid4())
     try:
         response = await asyncio.wait_for(model.ainvoke(list(messages), config), timeout=timeout_s)
     except TimeoutError:
-        error = f"TimeoutError: no answer within {timeout_s:g} s"
+        reason = f"no answer within {timeout_s:g} s"
+        error = f"TimeoutError: {reason}"
+        await _end_traced_run(config, TimeoutError(reason))
     except Exception as exc:
         error = f"{type(exc).__name__}: {_shorten(str(exc))}"
     else:
@@ -130,6 +136,23 @@ def usage_of(message: BaseMessage) -> Usage | None:
     if not meta:
         return None
     return Usage(input_tokens=meta["input_tokens"], output_tokens=meta["output_tokens"])
+
+
+async def _end_traced_run(config: RunnableConfig, error: BaseException) -> None:
+    """End the model's run (``config["run_id"]``) with `error` in tracers and callbacks.
+
+    A chat model cancelled inside ``ainvoke`` never reports its end (langchain-core's
+    ``agenerate`` is cancelled while it awaits the call), so LangSmith would show the timed-out
+    proposer as still running.
+    """
+    manager = get_async_callback_manager_for_config(ensure_config(config))
+    run = AsyncCallbackManagerForLLMRun(
+        run_id=config["run_id"],  # type: ignore[arg-type]
+        handlers=manager.handlers,
+        inheritable_handlers=manager.inheritable_handlers,
+        parent_run_id=manager.parent_run_id,
+    )
+    await run.on_llm_error(error)
 
 
 def _shorten(text: str, limit: int = 300) -> str:

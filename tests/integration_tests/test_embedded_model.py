@@ -29,7 +29,8 @@ async def test_default_graph_answers_with_proposal_records_and_usage() -> None:
     answered = [p for p in out["proposals"] if p["content"]]
     assert answered, out["proposals"]
     for p in answered:
-        assert p["usage"] and p["usage"]["input_tokens"] > 0 and p["usage"]["output_tokens"] > 0
+        assert p["usage"] and p["usage"]["input_tokens"] > 0
+        assert 0 < p["usage"]["output_tokens"] <= 96  # max_tokens reaches llama.cpp's server
         assert p["latency_s"] > 0
 
 

@@ -107,7 +107,14 @@ async def test_no_secret_in_traces_state_or_checkpoints(
         state = await graph.aget_state({"configurable": {"thread_id": "t1"}})
 
     bodies = "\n".join(traces.bodies())
-    assert '"openai:smollm2 (layer 1)"' in bodies and "invocation_params" in bodies
+    assert "invocation_params" in bodies
+    model_runs = {run["name"]: run for run in traces.runs() if run["run_type"] == "llm"}
+    assert set(model_runs) == {f"{spec} (layer 1)" for spec in MIXED} | {
+        "local:smollm2 (aggregator)"
+    }
+    for name, run in model_runs.items():  # token usage from each provider, over HTTP
+        usage = run["outputs"]["generations"][0][0]["message"]["kwargs"]["usage_metadata"]
+        assert usage["input_tokens"] > 0, name
     with sqlite3.connect(database) as db:
         checkpoints = b"".join(
             bytes(value) if isinstance(value, bytes) else str(value).encode()
