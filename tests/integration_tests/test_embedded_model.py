@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,30 @@ def test_server_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
     assert f"full log: {server.log_path}" in str(caught.value)
     assert server.log_path.is_file()
     server.log_path.unlink()
+
+
+def test_server_stops_when_the_process_that_started_it_is_killed() -> None:
+    starter = (
+        "import time\n"
+        "from moa_graph.local_server import LocalModelServer, model_path\n"
+        "server = LocalModelServer(model_path('smollm2'), alias='smollm2')\n"
+        "print(server.start(), server._process.pid, server.log_path, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True)
+    url, pid, log_path = parent.stdout.readline().split()
+    assert url.startswith("http://127.0.0.1:") and not Path(log_path).exists()
+
+    parent.kill()  # no atexit handler runs
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(int(pid)):
+        assert time.monotonic() < deadline, "the embedded model server outlived its parent"
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False

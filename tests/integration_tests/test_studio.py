@@ -36,7 +36,7 @@ def free_port() -> int:
 
 
 def session_processes(sid: int) -> list[str]:
-    ps = subprocess.run(["ps", "-eo", "sid=,pid=,args="], capture_output=True, text=True)
+    ps = subprocess.run(["ps", "-ww", "-eo", "sid=,pid=,args="], capture_output=True, text=True)
     return [line for line in ps.stdout.splitlines() if int(line.split()[0]) == sid]
 
 
@@ -180,7 +180,8 @@ async def test_streamed_runs_and_a_second_turn_on_one_thread(dev_server: DevServ
     assert "".join(token for *_, token in tokens).strip() == answer["content"].strip()
     assert [p["model"] for p in first["proposals"]] == ["local:smollm2"] * 4
     # The server started the embedded model itself, in its own session (stopped with it).
-    assert any("llama_cpp.server" in p for p in session_processes(dev_server.pid))
+    processes = session_processes(dev_server.pid)
+    assert any("llama_cpp.server" in p for p in processes), processes
 
     _, second = await stream_turn(
         server, thread["thread_id"], self_moa["assistant_id"], "And a secondary one?",
