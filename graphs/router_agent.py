@@ -94,10 +94,25 @@ def build_router_agent(
         ``await agent.ainvoke({"messages": [...]}, context=RouterContext(...))``.
     """
 
+    def answering_model(ctx: RouterContext) -> tuple[str, BaseChatModel]:
+        if single_model is not None:
+            return model_label(single_model), single_model
+        model = load_chat_model(
+            ctx.single_model, temperature=ctx.temperature, max_tokens=ctx.max_tokens
+        )
+        return ctx.single_model, model
+
     def triage(state: RouterState, runtime: Runtime[RouterContext]) -> dict[str, str]:
-        """Label the last user message easy or hard."""
+        """Label the last user message easy or hard; for easy ones, create the model now.
+
+        A sync node runs in a worker thread, so creating the model (and starting the embedded
+        server) here keeps blocking work off the event loop, as `langgraph dev` requires.
+        """
         ctx = runtime.context or RouterContext()
-        return {"route": classify(state["messages"][-1].text, ctx.hard_min_words)}
+        route = classify(state["messages"][-1].text, ctx.hard_min_words)
+        if route == "easy":
+            answering_model(ctx)  # cached by load_chat_model for answer_alone
+        return {"route": route}
 
     def route(state: RouterState) -> Literal["easy", "hard"]:
         """Send easy questions to one model and hard ones to MoA."""
@@ -107,11 +122,7 @@ def build_router_agent(
         state: RouterState, runtime: Runtime[RouterContext]
     ) -> dict[str, object]:
         """Answer with the single model."""
-        ctx = runtime.context or RouterContext()
-        model = single_model or load_chat_model(
-            ctx.single_model, temperature=ctx.temperature, max_tokens=ctx.max_tokens
-        )
-        label = ctx.single_model if single_model is None else model_label(model)
+        label, model = answering_model(runtime.context or RouterContext())
         answer = await model.ainvoke(
             state["messages"], {"run_name": f"{label} (single model)", "tags": ["single_model"]}
         )

@@ -143,6 +143,22 @@ async def test_schemas_carry_the_context_fields_with_descriptions(server: str) -
     )
 
 
+async def test_router_agent_answers_easy_questions_with_the_single_model(server: str) -> None:
+    client = get_client(url=server)
+    router_id = (await assistant(server, "router_agent"))["assistant_id"]
+    thread = await client.threads.create()
+
+    # The first test to call a model (tests run in file order): the single model and the
+    # embedded server are created in this run, under langgraph dev's blocking-call guard.
+    tokens, values = await stream_turn(
+        server, thread["thread_id"], router_id, "Who wrote Hamlet?", context={"max_tokens": 20}
+    )
+
+    assert values["route"] == "easy"
+    assert tokens and {node for _, node, _ in tokens} == {"single_model"}
+    assert values["messages"][-1]["content"].strip()
+
+
 async def stream_turn(
     url: str, thread_id: str, assistant_id: str, text: str, **kwargs: Any
 ) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
