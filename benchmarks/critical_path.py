@@ -33,7 +33,7 @@ from langgraph.types import Send
 from pydantic import Field
 
 from moa_graph import AGGREGATE_AND_SYNTHESIZE_PROMPT, MoAContext, build_moa_graph
-from moa_graph.moa import inject_references
+from moa_graph.references import inject_references
 
 
 class SleepingChatModel(BaseChatModel):

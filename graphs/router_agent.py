@@ -24,8 +24,8 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from moa_graph import MoAContext, build_moa_graph
-from moa_graph.context import DEFAULT_LOCAL_MODEL, check_int, check_spec
 from moa_graph.models import load_chat_model, model_label
+from moa_graph.spec import DEFAULT_LOCAL_MODEL, check_int, check_model_text
 
 REASONING = re.compile(
     r"\b(why|how|explain|compare|plan|design|prove|analy[sz]e|evaluate|write|derive)\b", re.I
@@ -54,7 +54,7 @@ class RouterContext(MoAContext):
 
     def _validate(self) -> None:
         super()._validate()
-        check_spec("single_model", self.single_model)
+        check_model_text("single_model", self.single_model)
         check_int("hard_min_words", self.hard_min_words, minimum=1)
 
 

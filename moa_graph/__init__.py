@@ -3,14 +3,19 @@
 from moa_graph.context import MoAContext
 from moa_graph.errors import LocalModelError, MoAConfigError, ProposerQuorumError
 from moa_graph.graph import build_moa_graph
+from moa_graph.presets import PRESETS
 from moa_graph.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
-from moa_graph.state import Proposal
+from moa_graph.spec import ModelSpec
+from moa_graph.state import Aggregation, Proposal
 
 __all__ = [
     "AGGREGATE_AND_SYNTHESIZE_PROMPT",
+    "PRESETS",
+    "Aggregation",
     "LocalModelError",
     "MoAConfigError",
     "MoAContext",
+    "ModelSpec",
     "Proposal",
     "ProposerQuorumError",
     "build_moa_graph",

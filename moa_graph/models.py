@@ -11,22 +11,32 @@ any call), with an error that names the variable to set.
 """
 
 import functools
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain.chat_models import init_chat_model
 from langchain_core.language_models import BaseChatModel
 
 from moa_graph.errors import MoAConfigError
 from moa_graph.local_server import local_base_url
+from moa_graph.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from moa_graph.context import MoAContext
 
 LOCAL_PROVIDER = "local"
 
 
-@functools.lru_cache(maxsize=64)
 def load_chat_model(
-    spec: str, *, temperature: float, max_tokens: int, streaming: bool = True
+    spec: str,
+    *,
+    temperature: float,
+    max_tokens: int,
+    streaming: bool = True,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> BaseChatModel:
     """Create (once per distinct arguments) the chat model a spec names.
 
@@ -37,6 +47,8 @@ def load_chat_model(
         max_tokens: Most tokens the call may generate.
         streaming: False forces plain (non-streaming) HTTP calls even while the graph
             streams; proposers use it so that their answers arrive whole, with usage.
+        model_kwargs: More constructor arguments (``ModelSpec.model_kwargs``), e.g.
+            ``{"top_p": 0.9, "base_url": "http://localhost:11434/v1"}``.
 
     Returns:
         A LangChain chat model. For ``local:`` specs the embedded server is started first.
@@ -46,8 +58,28 @@ def load_chat_model(
             the variable to set), or the provider rejects the settings; it names the spec.
         LocalModelError: The embedded model server could not start.
     """
+    extra = json.dumps(model_kwargs or {}, sort_keys=True)
+    return _load(spec, temperature, max_tokens, streaming, extra)
+
+
+def clear_model_cache() -> None:
+    """Forget the models created so far (they keep the environment of their creation)."""
+    _load.cache_clear()
+
+
+def accepts_seed(model: BaseChatModel) -> bool:
+    """Return True when `model`'s provider takes a per-call ``seed`` (e.g. OpenAI-compatible)."""
+    return "seed" in type(model).model_fields
+
+
+@functools.lru_cache(maxsize=64)
+def _load(
+    spec: str, temperature: float, max_tokens: int, streaming: bool, extra: str
+) -> BaseChatModel:
     provider, model = spec.split(":", 1)
+    model_kwargs: dict[str, Any] = json.loads(extra)
     kwargs: dict[str, Any] = {
+        **model_kwargs,
         "temperature": temperature,
         "max_tokens": max_tokens,
         "disable_streaming": not streaming,
@@ -58,10 +90,11 @@ def load_chat_model(
     else:
         _require_credentials(provider, spec)
         kwargs["model_provider"] = provider
-    if provider == LOCAL_PROVIDER or (provider == "openai" and _openai_base_url()):
+    compatible_server = _openai_base_url() or model_kwargs.get("base_url")
+    if provider == LOCAL_PROVIDER or (provider == "openai" and compatible_server):
         # langchain-openai sends the limit only as `max_completion_tokens`, which
         # llama-cpp-python's server (and other OpenAI-compatible servers) ignore.
-        kwargs["extra_body"] = {"max_tokens": max_tokens}
+        kwargs["extra_body"] = {**kwargs.get("extra_body", {}), "max_tokens": max_tokens}
     try:
         chat_model: BaseChatModel = init_chat_model(model, **kwargs)
     except ImportError as exc:
@@ -105,3 +138,109 @@ def model_label(model: BaseChatModel) -> str:
         if isinstance(value, str) and value:
             return value
     return type(model).__name__
+
+
+@dataclass(frozen=True)
+class ModelCallSpec:
+    """One call position of a layer (or the aggregator): the model and its own settings.
+
+    Attributes:
+        label: Name for records and traces.
+        model: The chat model.
+        spec: 0-based position of its spec (or instance) in the layer's list.
+        sample: 0-based sample of that spec.
+        samples: The spec's ``n``.
+        seeded: True when a per-call seed is sent (spec-built models whose provider takes one).
+        timeout_s: Seconds a call may take, or None for no limit.
+        system_prompt: Text put first in the system message, or None.
+    """
+
+    label: str
+    model: BaseChatModel
+    spec: int = 0
+    sample: int = 0
+    samples: int = 1
+    seeded: bool = False
+    timeout_s: float | None = None
+    system_prompt: str | None = None
+
+
+class ModelSource:
+    """Where a run's models come from: instances given to `build_moa_graph`, else the context.
+
+    Args:
+        proposers: One list of chat model instances per layer (a single list serves every
+            layer), or None to build proposers from ``MoAContext`` specs.
+        aggregator: A chat model instance, or None to build it from ``MoAContext.aggregator``.
+    """
+
+    def __init__(
+        self, proposers: list[list[BaseChatModel]] | None, aggregator: BaseChatModel | None
+    ):
+        # Made once: copying per call would also redo langchain's cached serialization per call.
+        self._instances = (
+            None if proposers is None
+            else [[(model_label(m), _whole_answers(m)) for m in models] for models in proposers]
+        )  # fmt: skip
+        self._aggregator = aggregator
+
+    @property
+    def instance_layers(self) -> int | None:
+        """How many proposer lists were given as instances, or None for specs."""
+        return None if self._instances is None else len(self._instances)
+
+    def proposers(self, ctx: "MoAContext", layer: int) -> list[ModelCallSpec]:
+        """Return one entry per proposer call of a 1-based `layer` (a spec's samples in a row).
+
+        Raises:
+            MoAConfigError, LocalModelError: As `load_chat_model`.
+        """
+        if self._instances is not None:
+            models = self._instances[0 if len(self._instances) == 1 else layer - 1]
+            return [
+                ModelCallSpec(label, model, spec=i, timeout_s=ctx.proposer_timeout_s)
+                for i, (label, model) in enumerate(models)
+            ]
+        calls = []
+        for i, spec in enumerate(ctx.proposer_specs(layer)):
+            model = _from_spec(spec, ctx, streaming=False)
+            for sample in range(spec.n):
+                calls.append(
+                    ModelCallSpec(
+                        spec.name, model, spec=i, sample=sample, samples=spec.n,
+                        seeded=accepts_seed(model),
+                        timeout_s=spec.timeout_s or ctx.proposer_timeout_s,
+                        system_prompt=spec.system_prompt,
+                    )
+                )  # fmt: skip
+        return calls
+
+    def aggregator(self, ctx: "MoAContext") -> ModelCallSpec:
+        """Return the aggregator (its tokens stream when the graph streams messages).
+
+        Raises:
+            MoAConfigError, LocalModelError: As `load_chat_model`.
+        """
+        if self._aggregator is not None:
+            return ModelCallSpec(model_label(self._aggregator), self._aggregator)
+        spec = ctx.aggregator_spec()
+        model = _from_spec(spec, ctx, streaming=True)
+        return ModelCallSpec(
+            spec.name, model, seeded=accepts_seed(model), timeout_s=spec.timeout_s,
+            system_prompt=spec.system_prompt,
+        )  # fmt: skip
+
+
+def _from_spec(spec: ModelSpec, ctx: "MoAContext", *, streaming: bool) -> BaseChatModel:
+    return load_chat_model(
+        spec.model,
+        temperature=ctx.temperature if spec.temperature is None else spec.temperature,
+        max_tokens=spec.max_tokens or ctx.max_tokens,
+        streaming=streaming,
+        model_kwargs=spec.model_kwargs,
+    )
+
+
+def _whole_answers(model: BaseChatModel) -> BaseChatModel:
+    # Whole answers with usage, even while the graph streams the aggregator's tokens.
+    return model.model_copy(update={"disable_streaming": True})

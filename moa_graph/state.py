@@ -1,7 +1,7 @@
 """Graph state: what callers send, what they get back, and the per-turn bookkeeping."""
 
 import operator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage, BaseMessage
 from langgraph.graph.message import Messages, add_messages
@@ -29,26 +29,85 @@ class Usage(TypedDict):
     output_tokens: int
 
 
+ProposalStatus = Literal["ok", "failed", "timeout", "cancelled"]
+
+
 class Proposal(TypedDict):
     """One proposer call of the current turn.
 
     Attributes:
         layer: 1-based MoA layer the call belongs to.
-        index: 0-based position of the proposer within its layer.
-        model: The model spec (e.g. ``"local:smollm2"``) or, for a model instance, its name.
-        content: The answer text, or None when the call failed.
+        index: 0-based position of the call within its layer (a spec with ``n`` samples takes
+            ``n`` positions).
+        model: The spec's label (default its model text, e.g. ``"local:smollm2"``) or, for a
+            model instance, its name.
+        sample: 0-based sample number of this call within its spec (``ModelSpec.n``).
+        seed: The seed sent to the provider, or None when none was sent (model instances, and
+            providers whose chat model has no ``seed`` setting).
+        status: ``"ok"``, ``"failed"`` (an error or an empty answer), ``"timeout"``, or
+            ``"cancelled"`` (cut off by ``first_k`` once the layer had enough answers).
+        content: The answer text, or None when the call did not succeed.
         error: None on success, else a short ``"ErrorType: message"`` text.
         usage: Tokens the provider reported, or None when it reported none.
         latency_s: Wall time of the call in seconds, including time queued at the provider.
+        selected: True when this proposal's text went on: to the next layer as a reference,
+            to the aggregator (synthesize, sequential), or became the answer (select, vote).
     """
 
     layer: int
     index: int
     model: str
+    sample: int
+    seed: int | None
+    status: ProposalStatus
     content: str | None
     error: str | None
     usage: Usage | None
     latency_s: float
+    selected: bool
+
+
+class Aggregation(TypedDict):
+    """How the final answer of a turn was produced.
+
+    Attributes:
+        mode: The mode that produced the answer: ``"synthesize"``, ``"select"``, ``"vote"`` or
+            ``"sequential"``; ``"synthesize"`` when select or vote fell back to it.
+        requested_mode: ``MoAContext.aggregator_mode``.
+        model: The aggregator's label, or None when no model was called (vote).
+        chosen: For select and vote, the ``index`` of the last layer's proposal whose text is
+            the answer; else None.
+        fallback: Why the requested mode fell back to synthesis, or None.
+        judge_text: For select, the aggregator's raw reply; else None.
+        calls: Aggregator calls made (0 for vote, 2 for a select that fell back, one per
+            window for sequential).
+        seeds: The seed sent with each aggregator call (None where none was sent).
+        usage: Tokens of all aggregator calls together, or None when none were reported.
+        reviewed: True when a person reviewed the proposals before aggregation.
+    """
+
+    mode: str
+    requested_mode: str
+    model: str | None
+    chosen: int | None
+    fallback: str | None
+    judge_text: str | None
+    calls: int
+    seeds: list[int | None]
+    usage: Usage | None
+    reviewed: bool
+
+
+class Review(TypedDict):
+    """A person's decision on the last layer's proposals (``MoAContext.review``).
+
+    Attributes:
+        kept: ``index`` of each proposal the aggregator may see, in order.
+        edited: Replacement text per kept proposal ``index`` (as a string key, for JSON).
+    """
+
+    kept: list[int]
+    edited: dict[str, str]
 
 
 class InputState(TypedDict):
@@ -65,7 +124,10 @@ class OutputState(InputState):
     """One record per proposer call of the current turn, ordered by layer, then index.
 
     The proposer branches of a layer append through this reducer; the first layer of a turn
-    resets it with `langgraph.types.Overwrite`."""
+    resets it with `langgraph.types.Overwrite`; the aggregator rewrites it to set `selected`."""
+
+    aggregation: Aggregation
+    """How the answer of this turn was produced: mode, fallback, aggregator calls and usage."""
 
 
 class MoAState(OutputState, total=False):
@@ -76,3 +138,6 @@ class MoAState(OutputState, total=False):
 
     turn: str
     """Id of the last message when the turn began: a different id means a new turn."""
+
+    review: Review | None
+    """The reviewer's decision on the last layer (``MoAContext.review``); None otherwise."""

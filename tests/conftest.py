@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from moa_graph.models import load_chat_model
+from moa_graph.models import clear_model_cache
 
 
 @pytest.fixture(autouse=True)
@@ -17,4 +17,4 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     # Models are cached per spec; a cached one would keep another test's environment.
-    load_chat_model.cache_clear()
+    clear_model_cache()

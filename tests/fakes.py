@@ -1,8 +1,10 @@
 """Scripted chat models for unit tests of the graph logic (never for showing a feature works)."""
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -18,10 +20,14 @@ class Concurrency:
 
     in_flight: int = 0
     peak: int = 0
+    lock: Any = field(default_factory=threading.Lock)
 
 
 class ScriptedChatModel(BaseChatModel):
-    """Answers `reply` (or raises `error`) after `delay_s` seconds and records every prompt."""
+    """Answers `reply` (or raises `error`) after `delay_s` seconds and records every prompt.
+
+    Works with sync and async calls (``invoke`` sleeps, ``ainvoke`` awaits the delay).
+    """
 
     model_name: str = "scripted"
     reply: str = "ok"
@@ -41,7 +47,8 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        raise NotImplementedError("the MoA graph calls models asynchronously")
+        self._begin_sync(messages)
+        return self._result()
 
     async def _agenerate(
         self,
@@ -51,11 +58,21 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         await self._begin(messages)
-        message = AIMessage(
-            self.reply,
-            usage_metadata={"input_tokens": 10, "output_tokens": 2, "total_tokens": 12},
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        return self._result()
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        self._begin_sync(messages)
+        for word in self.reply.split(" "):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=word + " "))
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
     async def _astream(
         self,
@@ -70,6 +87,26 @@ class ScriptedChatModel(BaseChatModel):
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+
+    def _result(self) -> ChatResult:
+        message = AIMessage(
+            self.reply,
+            usage_metadata={"input_tokens": 10, "output_tokens": 2, "total_tokens": 12},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _begin_sync(self, messages: list[BaseMessage]) -> None:
+        self.calls.append(list(messages))
+        with self.concurrency.lock:
+            self.concurrency.in_flight += 1
+            self.concurrency.peak = max(self.concurrency.peak, self.concurrency.in_flight)
+        try:
+            time.sleep(self.delay_s)
+        finally:
+            with self.concurrency.lock:
+                self.concurrency.in_flight -= 1
+        if self.error is not None:
+            raise RuntimeError(self.error)
 
     async def _begin(self, messages: list[BaseMessage]) -> None:
         self.calls.append(list(messages))

@@ -105,3 +105,36 @@ def _alive(pid: int) -> bool:
         return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return False
+
+
+def ask_json(*argv: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOA_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "moa_graph.cli", "ask", "--json", *argv],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("preset", ["vote", "self-moa"])
+def test_cli_presets_answer(preset: str) -> None:
+    result = ask_json("--preset", preset, "--max-tokens", "32", "What is 2 + 2? Answer briefly.")
+    assert result["answer"].strip()
+    expected = {"vote": (3, "vote", 0), "self-moa": (6, "synthesize", 1)}[preset]
+    aggregation = result["aggregation"]
+    assert (len(result["proposals"]), aggregation["requested_mode"], aggregation["calls"]) == (
+        expected
+    )
+    if aggregation["mode"] == "vote":  # the answer is one proposal's text, verbatim
+        assert result["answer"] == result["proposals"][aggregation["chosen"]]["content"]
+    assert all(isinstance(p["seed"], int) for p in result["proposals"])
+
+
+def test_two_runs_without_a_seed_give_different_samples() -> None:
+    argv = ("--max-tokens", "40", "--mode", "vote", "Write one sentence about the sea.")
+    first, second = ask_json(*argv), ask_json(*argv)
+    texts = [[p["content"] for p in run["proposals"]] for run in (first, second)]
+    assert texts[0] != texts[1]
+    assert {p["seed"] for p in first["proposals"]} != {p["seed"] for p in second["proposals"]}
+

@@ -35,3 +35,11 @@ def test_function_node_example(tmp_path: Path) -> None:
     lines = run_block("async def ask_moa(", tmp_path)
     assert lines[-1] == "failed proposers: 0"
     assert "".join(lines[:-1]).strip()  # the answer
+
+
+def test_sync_example(tmp_path: Path) -> None:
+    lines = run_block("result = graph.invoke(", tmp_path)
+    mode, statuses = lines[-1].split(" ", 1)
+    assert mode in ("vote", "synthesize")  # vote, or its documented fallback
+    assert statuses == "['ok', 'ok', 'ok']"
+    assert "".join(lines[:-1]).strip()  # the answer

@@ -223,3 +223,29 @@ async def test_router_agent_streams_moa_tokens_from_the_subgraph(server: str) ->
     assert tokens and {node for _, node, _ in tokens} == {"aggregator"}
     assert all(event.startswith("messages|moa:") for event, _, _ in tokens)
     assert values["messages"][-1]["content"].strip()
+
+
+async def test_review_pauses_the_run_in_studio_and_resumes_with_a_decision(server: str) -> None:
+    client = get_client(url=server)
+    saved = {a["name"]: a for a in await save_assistants(server)}
+    review = saved["Fast MoA with review (local)"]["assistant_id"]
+    thread = (await client.threads.create())["thread_id"]
+    context = {"max_tokens": 24}
+
+    await client.runs.wait(
+        thread, review, input={"messages": [{"role": "user", "content": "Name a tree."}]},
+        context=context,
+    )  # fmt: skip
+    state = await client.threads.get_state(thread)
+    [request] = state["interrupts"]
+    shown = request["value"]["proposals"]
+    assert len(shown) >= 3 and all(p["content"] for p in shown)  # first_k=3 of 5
+    assert state["next"] == ["collect_references"]
+
+    keep = shown[0]["index"]
+    done = await client.runs.wait(
+        thread, review, command={"resume": {"keep": [keep]}}, context=context
+    )
+    assert done["aggregation"]["reviewed"] is True and done["messages"][-1]["content"].strip()
+    assert [p["index"] for p in done["proposals"] if p["selected"]] == [keep]
+    assert sum(p["status"] == "cancelled" for p in done["proposals"]) <= 2

@@ -1,6 +1,6 @@
 import pytest
 
-from moa_graph import AGGREGATE_AND_SYNTHESIZE_PROMPT, MoAConfigError, MoAContext
+from moa_graph import AGGREGATE_AND_SYNTHESIZE_PROMPT, MoAConfigError, MoAContext, ModelSpec
 
 
 def test_defaults_are_self_moa_on_the_embedded_model() -> None:
@@ -21,7 +21,7 @@ def test_environment_fills_fields_left_at_default(monkeypatch: pytest.MonkeyPatc
     assert ctx.rounds == 2
     assert ctx.temperature == 0.2
     assert ctx.layer_proposers == [["local:a", "local:b"], ["local:c"]]
-    assert ctx.proposer_specs(2) == ["local:c"]
+    assert ctx.proposer_specs(2) == [ModelSpec(model="local:c")]
 
 
 def test_explicit_values_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

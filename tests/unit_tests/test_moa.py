@@ -1,13 +1,16 @@
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from moa_graph.moa import inject_references, layer_references
+from moa_graph.moa import layer_references
+from moa_graph.references import inject_references
 from moa_graph.state import Proposal
 
 
 def record(layer: int, index: int, content: str | None) -> Proposal:
-    return Proposal(layer=layer, index=index, model="m", content=content,
-                    error=None if content else "E: x", usage=None, latency_s=0.1)  # fmt: skip
+    return Proposal(layer=layer, index=index, model="m", sample=0, seed=None,
+                    status="ok" if content else "failed", content=content,
+                    error=None if content else "E: x", usage=None, latency_s=0.1,
+                    selected=False)  # fmt: skip
 
 
 def test_inject_references_adds_a_system_message_with_numbered_references() -> None:

@@ -1,0 +1,289 @@
+"""The MoA graph's nodes: layer, proposer, collect_references, aggregator, and its two routers.
+
+Model-calling nodes have a sync and an async form (``invoke`` and ``ainvoke`` both work; the
+proposers of a layer run concurrently either way); the others are pure and run inline. The
+algorithm they apply lives in `moa_graph.moa`, `moa_graph.aggregation`,
+`moa_graph.references`, `moa_graph.proposer` and `moa_graph.review`; `moa_graph.graph` wires
+the nodes.
+"""
+
+import asyncio
+import concurrent.futures
+import contextvars
+import random
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal, cast
+
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import Runnable, RunnableConfig
+from langgraph.config import get_config
+from langgraph.constants import CONFIG_KEY_CHECKPOINTER
+from langgraph.runtime import Runtime, get_runtime
+from langgraph.types import Overwrite, Send, interrupt
+
+from moa_graph.aggregation import ModelCall, Outcome, Settings, Steps, aggregate
+from moa_graph.context import MoAContext, check_layer_sizes
+from moa_graph.errors import MoAConfigError
+from moa_graph.moa import (
+    aggregator_candidates,
+    call_seed,
+    check_quorum,
+    layer_references,
+    mark_selected,
+    total_usage,
+    usage_of,
+)
+from moa_graph.models import ModelCallSpec, ModelSource
+from moa_graph.proposer import ProposerTask, call_proposer, call_proposer_sync
+from moa_graph.references import inject_references, reference_order, with_system_prompt
+from moa_graph.review import parse_decision, review_request
+from moa_graph.state import Aggregation, MoAState, Review
+from moa_graph.stragglers import LayerGate, layer_gate
+
+Update = dict[str, Any]
+
+
+class MoANodes:
+    """The node functions of one MoA graph, bound to where its models come from.
+
+    Args:
+        models: Model instances given to `build_moa_graph`, or the context's specs.
+    """
+
+    def __init__(self, models: ModelSource):
+        self.models = models
+
+    def layer(self, state: MoAState, runtime: Runtime[MoAContext]) -> Update:
+        """Start the next MoA layer; at the start of a turn, check every model first.
+
+        Sync on purpose: creating a model may start the embedded server, which blocks, so
+        LangGraph runs this node in a worker thread under ``ainvoke``.
+        """
+        ctx = _context(runtime)
+        if not state.get("messages"):
+            raise MoAConfigError("messages is empty: send at least one user message")
+        turn = state["messages"][-1].id or ""
+        if state.get("turn") == turn:
+            return {"layer": state["layer"] + 1}
+        # A new turn: create every model now, so bad settings fail before any call.
+        given = self.models.instance_layers
+        if given is not None and given not in (1, ctx.rounds):
+            raise MoAConfigError(
+                f"build_moa_graph got {given} proposer lists but rounds is "
+                f"{ctx.rounds}: pass one list per round, or a flat list"
+            )
+        sizes = [len(self.models.proposers(ctx, k)) for k in range(1, ctx.rounds + 1)]
+        check_layer_sizes(ctx, sizes)
+        self.models.aggregator(ctx)
+        if ctx.review and get_config()["configurable"].get(CONFIG_KEY_CHECKPOINTER) is None:
+            raise MoAConfigError(
+                "review=True pauses the run for a person, which needs a checkpointer: compile "
+                "with compile(checkpointer=InMemorySaver()) and pass a thread_id in the config "
+                "(langgraph dev and Studio have one)"
+            )
+        return {"layer": 1, "turn": turn, "proposals": Overwrite([]), "review": None}
+
+    def send_to_proposers(self, state: MoAState) -> list[Send]:
+        """Map the conversation (with the previous layer's references) to one Send per call."""
+        ctx = _context()
+        k = state["layer"]
+        messages: list[BaseMessage] = list(state["messages"])
+        if k > 1:
+            refs = layer_references(state["proposals"], k - 1)
+            order = reference_order(len(refs), shuffle=ctx.shuffle_references, rng=_rng(ctx, k))
+            messages = inject_references(
+                messages,
+                [refs[i] for i in order],
+                ctx.references_prompt,
+                reference_format=ctx.reference_format,
+            )
+        gate = uuid.uuid4().hex if ctx.first_k is not None else None
+        sends = []
+        for i, call in enumerate(self.models.proposers(ctx, k)):
+            seed = call_seed(ctx.seed, k, call.spec, call.sample) if call.seeded else None
+            task = ProposerTask(
+                layer=k, index=i, spec=call.spec, sample=call.sample, seed=seed,
+                model=call.label, messages=messages, gate=gate,
+            )  # fmt: skip
+            sends.append(Send("proposer", task))
+        return sends
+
+    def proposer(self, task: ProposerTask) -> Update:
+        """Call one proposer (sync form); a failure becomes a record with its error."""
+        model, messages, config, timeout_s, gate = self._proposer_call(task)
+        record = call_proposer_sync(model, task, messages, config, timeout_s=timeout_s, gate=gate)
+        return {"proposals": [record]}
+
+    async def aproposer(self, task: ProposerTask) -> Update:
+        """Call one proposer (async form); a failure becomes a record with its error."""
+        model, messages, config, timeout_s, gate = self._proposer_call(task)
+        record = await call_proposer(model, task, messages, config, timeout_s=timeout_s, gate=gate)
+        return {"proposals": [record]}
+
+    def collect_references(self, state: MoAState) -> Update:
+        """Join the layer's branches; fail if too few answered; after the last, ask a reviewer."""
+        ctx = _context()
+        k = state["layer"]
+        check_quorum(state["proposals"], k, ctx.min_proposals)
+        if ctx.review and k == ctx.rounds:
+            return {"review": self._ask_reviewer(state, k)}
+        return {}
+
+    def next_round_or_aggregate(self, state: MoAState) -> Literal["next round", "aggregate"]:
+        """Loop to the next layer until `rounds` layers ran, then go to the aggregator."""
+        return "next round" if state["layer"] < _context().rounds else "aggregate"
+
+    def aggregator(self, state: MoAState) -> Update:
+        """Turn the last layer's proposals into the answer (sync form)."""
+        ctx, agg, steps = self._aggregation(state)
+        seeds: list[int | None] = []
+
+        def call(request: ModelCall) -> AIMessage:
+            model, messages = self._aggregator_call(ctx, agg, request, seeds)
+            if agg.timeout_s is None:
+                return cast(AIMessage, model.invoke(messages))
+            return cast(AIMessage, _run_with_timeout(lambda: model.invoke(messages), agg.timeout_s))
+
+        try:
+            request = next(steps)
+            while True:
+                request = steps.send(call(request))
+        except StopIteration as done:
+            return self._answer(state, ctx, agg, done.value, seeds)
+
+    async def aaggregator(self, state: MoAState) -> Update:
+        """Turn the last layer's proposals into the answer (async form)."""
+        ctx, agg, steps = self._aggregation(state)
+        seeds: list[int | None] = []
+
+        async def call(request: ModelCall) -> AIMessage:
+            model, messages = self._aggregator_call(ctx, agg, request, seeds)
+            return cast(AIMessage, await asyncio.wait_for(model.ainvoke(messages), agg.timeout_s))
+
+        try:
+            request = next(steps)
+            while True:
+                request = steps.send(await call(request))
+        except StopIteration as done:
+            return self._answer(state, ctx, agg, done.value, seeds)
+
+    def _proposer_call(
+        self, task: ProposerTask
+    ) -> tuple[Runnable[Any, Any], list[BaseMessage], RunnableConfig, float, LayerGate | None]:
+        ctx = _context()
+        k, i = task["layer"], task["index"]
+        call = self.models.proposers(ctx, k)[i]
+        where = f"layer {k}" + (f", sample {task['sample'] + 1}" if call.samples > 1 else "")
+        config = RunnableConfig(
+            run_name=f"{call.label} ({where})",
+            tags=["nostream", "proposer", f"layer:{k}"],
+            metadata={
+                "moa_layer": k, "moa_proposer_index": i, "moa_model": call.label,
+                "moa_sample": task["sample"], "moa_seed": task["seed"],
+            },
+        )  # fmt: skip
+        model = call.model if task["seed"] is None else call.model.bind(seed=task["seed"])
+        gate = (
+            None
+            if task["gate"] is None or ctx.first_k is None
+            else layer_gate(task["gate"], ctx.first_k, ctx.straggler_grace_s)
+        )
+        messages = with_system_prompt(task["messages"], call.system_prompt)
+        return model, messages, config, call.timeout_s or ctx.proposer_timeout_s, gate
+
+    def _ask_reviewer(self, state: MoAState, layer: int) -> Review:
+        """Pause with `interrupt` until the resume value is a valid decision."""
+        answered = [
+            p["index"] for p in state["proposals"] if p["layer"] == layer and p["status"] == "ok"
+        ]
+        error = None
+        while True:
+            decision = interrupt(review_request(state["proposals"], layer, error))
+            result = parse_decision(decision, answered)
+            if not isinstance(result, str):
+                return result
+            error = result  # asked again: each interrupt() in a node has its own resume value
+
+    def _aggregation(self, state: MoAState) -> tuple[MoAContext, ModelCallSpec, Steps]:
+        ctx = _context()
+        settings = Settings(
+            mode=ctx.aggregator_mode,
+            prompt=ctx.aggregator_prompt,
+            reference_format=ctx.reference_format,
+            shuffle=ctx.shuffle_references,
+            answer_pattern=ctx.answer_pattern,
+            window_size=ctx.window_size,
+        )
+        candidates = aggregator_candidates(state["proposals"], state["layer"], state.get("review"))
+        rng = _rng(ctx, ctx.rounds + 1)
+        steps = aggregate(settings, state["messages"], candidates, rng)
+        return ctx, self.models.aggregator(ctx), steps
+
+    def _aggregator_call(
+        self,
+        ctx: MoAContext,
+        agg: ModelCallSpec,
+        request: ModelCall,
+        seeds: list[int | None],
+    ) -> tuple[Runnable[Any, Any], list[BaseMessage]]:
+        k = ctx.rounds + 1  # the paper counts the aggregator as the last layer
+        seed = call_seed(ctx.seed, k, 0, request.step) if agg.seeded else None
+        seeds.append(seed)
+        model = agg.model if seed is None else agg.model.bind(seed=seed)
+        step = f", step {request.step + 1}" if request.step else ""
+        traced = model.with_config(
+            run_name=f"{agg.label} (aggregator{step})",
+            tags=["aggregator", f"layer:{k}", *([] if request.stream else ["nostream"])],
+            metadata={"moa_layer": k, "moa_model": agg.label, "moa_seed": seed},
+        )
+        return traced, with_system_prompt(request.messages, agg.system_prompt)
+
+    def _answer(
+        self,
+        state: MoAState,
+        ctx: MoAContext,
+        agg: ModelCallSpec,
+        outcome: Outcome,
+        seeds: list[int | None],
+    ) -> Update:
+        if not outcome.answer.text.strip():
+            raise RuntimeError(f"aggregator {agg.label} returned an empty answer")
+        aggregation = Aggregation(
+            mode=outcome.mode,
+            requested_mode=ctx.aggregator_mode,
+            model=agg.label if outcome.replies else None,
+            chosen=outcome.chosen,
+            fallback=outcome.fallback,
+            judge_text=outcome.judge_text,
+            calls=len(outcome.replies),
+            seeds=seeds,
+            usage=total_usage(usage_of(reply) for reply in outcome.replies),
+            reviewed=state.get("review") is not None,
+        )
+        proposals = mark_selected(state["proposals"], state["layer"], outcome.used)
+        return {
+            "messages": [outcome.answer],
+            "aggregation": aggregation,
+            "proposals": Overwrite(proposals),
+        }
+
+
+def _context(runtime: Runtime[MoAContext] | None = None) -> MoAContext:
+    # runtime.context is None when the caller passes no context=.
+    context = (runtime or get_runtime(MoAContext)).context
+    return context if context is not None else MoAContext()
+
+
+def _rng(ctx: MoAContext, layer: int) -> random.Random:
+    """The shuffle order's source: fixed by ``MoAContext.seed``, else random."""
+    return random.Random(None if ctx.seed is None else call_seed(ctx.seed, layer, -1, 0))
+
+
+def _run_with_timeout(call: Callable[[], Any], timeout_s: float) -> Any:
+    """Run a blocking `call` in a thread (with this context) and wait at most `timeout_s`."""
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        return pool.submit(contextvars.copy_context().run, call).result(timeout=timeout_s)
+    finally:
+        pool.shutdown(wait=False)

@@ -1,0 +1,101 @@
+"""A scripted OpenAI-compatible chat completions server on 127.0.0.1, for tests.
+
+It records every request body and answers with text chosen by a script, so tests can check
+what spec-built models really send over HTTP (temperature, max_tokens, seed, model_kwargs,
+system prompts) through langchain-openai's real client. Streaming requests get SSE chunks.
+"""
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Script = Callable[[dict[str, Any]], str]
+
+
+def numbered_replies(body: dict[str, Any]) -> str:
+    """The default script: the model name and the request's seed."""
+    return f"answer from {body['model']} seed {body.get('seed')}"
+
+
+class ScriptedOpenAIServer:
+    """Serves ``POST /v1/chat/completions``; `requests` holds each JSON body in arrival order."""
+
+    def __init__(self, script: Script = numbered_replies, delay_s: float = 0.0):
+        self.script = script
+        self.delay_s = delay_s
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server._lock:
+                    server.requests.append(body)
+                time.sleep(server.delay_s)
+                text = server.script(body)
+                if body.get("stream"):
+                    self._stream(body, text)
+                else:
+                    self._json(body, text)
+
+            def _json(self, body: dict[str, Any], text: str) -> None:
+                payload = json.dumps(
+                    {
+                        "id": "chatcmpl-scripted",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {
+                            "prompt_tokens": 11,
+                            "completion_tokens": 7,
+                            "total_tokens": 18,
+                        },
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _stream(self, body: dict[str, Any], text: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                words = text.split(" ")
+                for i, word in enumerate(words):
+                    delta = {"content": word + (" " if i < len(words) - 1 else "")}
+                    chunk = {
+                        "id": "chatcmpl-scripted",
+                        "object": "chat.completion.chunk",
+                        "created": int(time.time()),
+                        "model": body["model"],
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+                    }
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def start(self) -> "ScriptedOpenAIServer":
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
