@@ -21,8 +21,8 @@ import reasoning_gym
 from langchain_core.messages import HumanMessage
 
 from moa_graph import MoAContext, build_moa_graph
-from moa_graph.models import load_chat_model
 from moa_graph.moa import total_usage, usage_of
+from moa_graph.models import load_chat_model
 
 MODES = ("synthesize", "vote", "select")
 LAST_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")

@@ -25,7 +25,7 @@ from langgraph.runtime import Runtime
 
 from moa_graph import MoAContext, build_moa_graph
 from moa_graph.models import load_chat_model, model_label
-from moa_graph.spec import DEFAULT_LOCAL_MODEL, check_int, check_model_text
+from moa_graph.validation import DEFAULT_LOCAL_MODEL, check_int, check_model_text
 
 REASONING = re.compile(
     r"\b(why|how|explain|compare|plan|design|prove|analy[sz]e|evaluate|write|derive)\b", re.I

@@ -2,19 +2,20 @@
 
 import json
 import os
-import re
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Literal, Self
 
 from moa_graph.errors import MoAConfigError
 from moa_graph.presets import preset_settings
 from moa_graph.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
-from moa_graph.spec import (
+from moa_graph.spec import ModelSpec, to_model_spec
+from moa_graph.validation import (
     DEFAULT_LOCAL_MODEL,
-    ModelSpec,
+    check_choice,
     check_int,
     check_number,
-    to_model_spec,
+    check_pattern,
+    check_text,
 )
 
 ENV_PREFIX = "MOA_"
@@ -251,24 +252,26 @@ class MoAContext:
             )
         check_number("temperature", self.temperature, minimum=0.0, maximum=2.0)
         check_int("max_tokens", self.max_tokens, minimum=1)
-        _check_choice("aggregator_mode", self.aggregator_mode, _MODES)
-        _check_text("aggregator_prompt", self.aggregator_prompt, "for the paper's prompt")
+        check_choice("aggregator_mode", self.aggregator_mode, _MODES)
+        check_text("aggregator_prompt", self.aggregator_prompt, "for the paper's prompt")
         if self.proposer_prompt is not None:
-            _check_text("proposer_prompt", self.proposer_prompt, "to use aggregator_prompt")
+            check_text("proposer_prompt", self.proposer_prompt, "to use aggregator_prompt")
         if self.answer_pattern is not None:
-            _check_pattern(self.answer_pattern)
+            check_pattern(self.answer_pattern)
         check_int("window_size", self.window_size, minimum=1)
         check_int("min_proposals", self.min_proposals, minimum=1)
         check_number("straggler_grace_s", self.straggler_grace_s, minimum=0.0)
         check_number("proposer_timeout_s", self.proposer_timeout_s, minimum=0.001)
-        _check_choice("reference_format", self.reference_format, _FORMATS)
+        check_choice("reference_format", self.reference_format, _FORMATS)
         for name in ("shuffle_references", "review"):
             if not isinstance(getattr(self, name), bool):
                 raise MoAConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.seed is not None:
             check_int("seed", self.seed, minimum=0)
-        sizes = [sum(s.n for s in self.proposer_specs(k)) for k in range(1, self.rounds + 1)]
-        check_layer_sizes(self, sizes)
+        if self.first_k is not None:
+            check_int("first_k", self.first_k, minimum=self.min_proposals)
+        # Limits that depend on the layer sizes are checked when a run starts
+        # (`check_layer_sizes`): the graph may run model instances instead of these specs.
 
     @property
     def references_prompt(self) -> str:
@@ -289,13 +292,11 @@ def check_layer_sizes(ctx: MoAContext, sizes: list[int]) -> None:
             f"min_proposals is {ctx.min_proposals} but a layer has only {smallest} "
             f"proposers: lower min_proposals or add proposers"
         )
-    if ctx.first_k is not None:
-        check_int("first_k", ctx.first_k, minimum=1)
-        if not ctx.min_proposals <= ctx.first_k <= smallest:
-            raise MoAConfigError(
-                f"first_k={ctx.first_k}: must be between min_proposals ({ctx.min_proposals}) "
-                f"and the smallest layer's size ({smallest}); leave it empty to wait for all"
-            )
+    if ctx.first_k is not None and not ctx.min_proposals <= ctx.first_k <= smallest:
+        raise MoAConfigError(
+            f"first_k={ctx.first_k}: must be between min_proposals ({ctx.min_proposals}) "
+            f"and the smallest layer's size ({smallest}); leave it empty to wait for all"
+        )
 
 
 def _check_specs(name: str, specs: object) -> list[str | ModelSpec]:
@@ -309,30 +310,6 @@ def _check_specs(name: str, specs: object) -> list[str | ModelSpec]:
         model_spec = to_model_spec(f"{name}[{i}]", spec)
         checked.append(spec if isinstance(spec, str) else model_spec)
     return checked
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise MoAConfigError(f"{name}={value!r}: choose one of {', '.join(choices)}")
-
-
-def _check_text(name: str, value: object, default_hint: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise MoAConfigError(f"{name} must be non-empty text; leave it unset {default_hint}")
-
-
-def _check_pattern(pattern: str) -> None:
-    try:
-        groups = re.compile(pattern).groups
-    except (re.error, TypeError) as exc:
-        raise MoAConfigError(
-            f"answer_pattern={pattern!r} is not a regular expression: {exc}"
-        ) from None
-    if groups < 1:
-        raise MoAConfigError(
-            f"answer_pattern={pattern!r} needs a group around the answer, e.g. "
-            r"'answer is (\d+)'"
-        )
 
 
 def _default_of(f: Field[Any]) -> Any:

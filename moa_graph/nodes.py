@@ -9,10 +9,11 @@ the nodes.
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, cast
 
 from langchain_core.messages import AIMessage, BaseMessage
@@ -111,14 +112,32 @@ class MoANodes:
 
     def proposer(self, task: ProposerTask) -> Update:
         """Call one proposer (sync form); a failure becomes a record with its error."""
-        model, messages, config, timeout_s, gate = self._proposer_call(task)
-        record = call_proposer_sync(model, task, messages, config, timeout_s=timeout_s, gate=gate)
+        ctx, call = _context(), self._call_of(task)
+        model, messages, config = self._proposer_call(task, call)
+        with self._gate(ctx, task) as gate:
+            record = call_proposer_sync(
+                model,
+                task,
+                messages,
+                config,
+                timeout_s=call.timeout_s or ctx.proposer_timeout_s,
+                gate=gate,
+            )
         return {"proposals": [record]}
 
     async def aproposer(self, task: ProposerTask) -> Update:
         """Call one proposer (async form); a failure becomes a record with its error."""
-        model, messages, config, timeout_s, gate = self._proposer_call(task)
-        record = await call_proposer(model, task, messages, config, timeout_s=timeout_s, gate=gate)
+        ctx, call = _context(), self._call_of(task)
+        model, messages, config = self._proposer_call(task, call)
+        with self._gate(ctx, task) as gate:
+            record = await call_proposer(
+                model,
+                task,
+                messages,
+                config,
+                timeout_s=call.timeout_s or ctx.proposer_timeout_s,
+                gate=gate,
+            )
         return {"proposals": [record]}
 
     def collect_references(self, state: MoAState) -> Update:
@@ -168,12 +187,13 @@ class MoANodes:
         except StopIteration as done:
             return self._answer(state, ctx, agg, done.value, seeds)
 
+    def _call_of(self, task: ProposerTask) -> ModelCallSpec:
+        return self.models.proposers(_context(), task["layer"])[task["index"]]
+
     def _proposer_call(
-        self, task: ProposerTask
-    ) -> tuple[Runnable[Any, Any], list[BaseMessage], RunnableConfig, float, LayerGate | None]:
-        ctx = _context()
+        self, task: ProposerTask, call: ModelCallSpec
+    ) -> tuple[Runnable[Any, Any], list[BaseMessage], RunnableConfig]:
         k, i = task["layer"], task["index"]
-        call = self.models.proposers(ctx, k)[i]
         where = f"layer {k}" + (f", sample {task['sample'] + 1}" if call.samples > 1 else "")
         config = RunnableConfig(
             run_name=f"{call.label} ({where})",
@@ -184,13 +204,17 @@ class MoANodes:
             },
         )  # fmt: skip
         model = call.model if task["seed"] is None else call.model.bind(seed=task["seed"])
-        gate = (
-            None
-            if task["gate"] is None or ctx.first_k is None
-            else layer_gate(task["gate"], ctx.first_k, ctx.straggler_grace_s)
-        )
-        messages = with_system_prompt(task["messages"], call.system_prompt)
-        return model, messages, config, call.timeout_s or ctx.proposer_timeout_s, gate
+        return model, with_system_prompt(task["messages"], call.system_prompt), config
+
+    @contextlib.contextmanager
+    def _gate(self, ctx: MoAContext, task: ProposerTask) -> Iterator[LayerGate | None]:
+        """The layer's straggler cut-off while this branch runs, or None without first_k."""
+        if task["gate"] is None or ctx.first_k is None:
+            yield None
+            return
+        branches = len(self.models.proposers(ctx, task["layer"]))
+        with layer_gate(task["gate"], ctx.first_k, ctx.straggler_grace_s, branches) as gate:
+            yield gate
 
     def _ask_reviewer(self, state: MoAState, layer: int) -> Review:
         """Pause with `interrupt` until the resume value is a valid decision."""

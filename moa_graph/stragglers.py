@@ -3,16 +3,16 @@
 LangGraph starts the next node only when every `Send` branch of the layer has returned, so a
 slow proposer must *return* once the layer has enough answers. The branches of one layer run
 in one process (as asyncio tasks, or threads for sync ``invoke``) and share a `LayerGate`,
-found by the key that the layer's fan-out puts into every branch's payload. The registry holds
-gates weakly: a gate lives while a branch of its layer runs, and nothing outlives the layer.
+found by the key that the layer's fan-out puts into every branch's payload. A gate lives until
+every branch of its layer has finished, so nothing outlives the layer.
 
 MoA latency follows the slowest proposer (VARIANTS.md); no published MoA implementation cuts
 stragglers, so this follows the "first k of n" pattern of hedged requests.
 """
 
+import contextlib
 import threading
-import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 class LayerGate:
@@ -28,6 +28,8 @@ class LayerGate:
         self.grace_s = grace_s
         self.fired = False
         """True once the cut-off has fired: branches not yet started return at once."""
+        self.left = 0
+        """Branches that have finished (counted by `layer_gate`)."""
         self._answered = 0
         self._callbacks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
@@ -73,23 +75,42 @@ class LayerGate:
             callback()
 
 
-_gates: "weakref.WeakValueDictionary[str, LayerGate]" = weakref.WeakValueDictionary()
+MAX_OPEN_GATES = 4096
+"""Bound of the registry: a layer whose branches never all ran (a run cancelled before some
+started, or a resumed run) leaves its gate behind; the oldest go first past this many."""
+
+_gates: dict[str, LayerGate] = {}
 _gates_lock = threading.Lock()
 
 
-def layer_gate(key: str, first_k: int, grace_s: float) -> LayerGate:
-    """Return the gate of the layer `key`, creating it for the first branch that asks.
+@contextlib.contextmanager
+def layer_gate(key: str, first_k: int, grace_s: float, branches: int) -> Iterator[LayerGate]:
+    """Share the gate of layer `key` with its other branches while this branch runs.
 
-    The caller must keep the returned object referenced while its branch runs: the registry
-    holds gates weakly, so the gate goes away with the layer's last branch.
+    The first branch to enter creates the gate; it is dropped when `branches` branches have
+    left, so a branch that starts after the others have finished still sees the cut-off.
+
+    Args:
+        key: The layer's key, from the fan-out.
+        first_k: ``MoAContext.first_k``.
+        grace_s: ``MoAContext.straggler_grace_s``.
+        branches: Proposer calls in the layer.
     """
     with _gates_lock:
         gate = _gates.get(key)
         if gate is None:
             gate = _gates[key] = LayerGate(first_k, grace_s)
-        return gate
+            while len(_gates) > MAX_OPEN_GATES:
+                del _gates[next(iter(_gates))]
+    try:
+        yield gate
+    finally:
+        with _gates_lock:
+            gate.left += 1
+            if gate.left >= branches:
+                _gates.pop(key, None)
 
 
 def open_gates() -> int:
-    """Return how many gates are alive (zero once no layer with ``first_k`` is running)."""
+    """Return how many gates are held (zero once no layer with ``first_k`` is running)."""
     return len(_gates)

@@ -137,4 +137,3 @@ def test_two_runs_without_a_seed_give_different_samples() -> None:
     texts = [[p["content"] for p in run["proposals"]] for run in (first, second)]
     assert texts[0] != texts[1]
     assert {p["seed"] for p in first["proposals"]} != {p["seed"] for p in second["proposals"]}
-

@@ -48,7 +48,7 @@ def test_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatc
         ({"max_tokens": 0}, "max_tokens=0"),
         ({"proposer_timeout_s": 0}, "proposer_timeout_s=0"),
         ({"aggregator_prompt": " "}, "aggregator_prompt must be non-empty"),
-        ({"min_proposals": 4}, "min_proposals is 4 but a layer has only 3"),
+        ({"first_k": 1, "min_proposals": 2}, "first_k=1: must be a whole number >= 2"),
         ({"layer_proposers": [["local:a"]], "rounds": 2}, "has 1 lists but rounds is 2"),
         ({"layer_proposers": [[]]}, r"layer_proposers\[0\] must be a non-empty list"),
     ],

@@ -22,10 +22,13 @@ QUESTION = {"messages": [HumanMessage("Name a colour.")]}
         (
             "local:smollm2 n=3 temperature=1.0 top_p=0.9 label=hot",
             ModelSpec(
-                model="local:smollm2", n=3, temperature=1.0, model_kwargs={"top_p": 0.9},
+                model="local:smollm2",
+                n=3,
+                temperature=1.0,
                 label="hot",
+                model_kwargs={"top_p": 0.9},
             ),
-        ),  # fmt: skip
+        ),
         ({"model": "openai:x", "max_tokens": 64}, ModelSpec(model="openai:x", max_tokens=64)),
         (ModelSpec(model="openai:x", n=2), ModelSpec(model="openai:x", n=2)),
     ],
@@ -66,10 +69,13 @@ def test_aggregator_with_samples_is_refused() -> None:
         MoAContext(aggregator=ModelSpec(model="openai:x", n=2))
 
 
-def test_min_proposals_counts_samples() -> None:
-    MoAContext(proposers=[ModelSpec(model="openai:x", n=3)], min_proposals=3, first_k=3)
+async def test_layer_sizes_count_samples_and_are_checked_before_any_call(server) -> None:
+    spec = ModelSpec(model="openai:x", n=3)
+    graph = build_moa_graph().compile()
     with pytest.raises(MoAConfigError, match="min_proposals is 4 but a layer has only 3"):
-        MoAContext(proposers=[ModelSpec(model="openai:x", n=3)], min_proposals=4)
+        await graph.ainvoke(QUESTION, context=MoAContext(proposers=[spec], min_proposals=4))
+    with pytest.raises(MoAConfigError, match=r"first_k=4: must be between .* size \(3\)"):
+        await graph.ainvoke(QUESTION, context=MoAContext(proposers=[spec], first_k=4))
 
 
 def test_environment_takes_json_specs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,9 +188,7 @@ async def test_samples_are_separate_calls_with_recorded_seeds(server: ScriptedOp
         (0, 0, "m x3"), (1, 1, "m x3"), (2, 2, "m x3"),
     ]  # fmt: skip
     assert [p["seed"] for p in records] == [call_seed(7, 1, 0, s) for s in range(3)]
-    assert sorted(b["seed"] for b in proposer_bodies(server)) == sorted(
-        p["seed"] for p in records
-    )
+    assert sorted(b["seed"] for b in proposer_bodies(server)) == sorted(p["seed"] for p in records)
     assert out["aggregation"]["seeds"] == [call_seed(7, 2, 0, 0)]
     [agg] = [b for b in server.requests if b["model"] == "agg"]
     assert agg["seed"] == call_seed(7, 2, 0, 0)
