@@ -44,6 +44,7 @@ studio: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/critical_path.py
+	$(BIN)/python benchmarks/first_k.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .langgraph_api

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from moa_graph import cli
+from moa_graph import ModelSpec, cli
 
 
 @pytest.mark.parametrize(
@@ -42,3 +42,36 @@ def test_failed_run_exits_1(monkeypatch: pytest.MonkeyPatch,
     assert "Failed: openai:any: " in captured.err and "ConnectionError" in captured.err
     with pytest.raises(json.JSONDecodeError):
         json.loads(captured.out or "x")
+
+
+def test_context_file_preset_and_options_combine(tmp_path, monkeypatch) -> None:
+    settings = tmp_path / "moa.json"
+    settings.write_text(json.dumps({"proposers": [{"model": "openai:m", "n": 2}], "rounds": 3}))
+    args = cli._parser().parse_args(
+        ["ask", "hi", "--context", str(settings), "--preset", "usc", "--rounds", "2",
+         "--proposer", "openai:a n=2 temperature=0.1"]
+    )  # fmt: skip
+    ctx = cli._context(args)
+    assert ctx.aggregator_mode == "select" and ctx.rounds == 2  # the option beats the file
+    assert ctx.proposer_specs(1)[0] == ModelSpec(model="openai:a", n=2, temperature=0.1)
+    args = cli._parser().parse_args(["ask", "hi", "--context", str(settings)])
+    assert cli._context(args).proposers[0].n == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{not json", "cannot read a JSON object"), ('{"round": 2}', "unknown settings ['round']")],
+)
+def test_bad_context_file_exits_2(tmp_path, capsys, content: str, message: str) -> None:
+    settings = tmp_path / "moa.json"
+    settings.write_text(content)
+    assert cli.main(["ask", "hi", "--context", str(settings)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_documents_the_compact_proposer_form(capsys) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["ask", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--proposer 'local:smollm2 n=3 temperature=1.0'" in out
+    assert "usc: Universal Self-Consistency" in out and "--context FILE.json" in out
