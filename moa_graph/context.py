@@ -1,10 +1,9 @@
 """Per-run settings of the MoA graph: the `context_schema` Studio shows as assistant settings."""
 
-import json
-import os
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
+from moa_graph.environment import fill_from_environment
 from moa_graph.errors import MoAConfigError
 from moa_graph.presets import preset_settings
 from moa_graph.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
@@ -17,8 +16,6 @@ from moa_graph.validation import (
     check_pattern,
     check_text,
 )
-
-ENV_PREFIX = "MOA_"
 
 AggregatorMode = Literal["synthesize", "select", "vote", "sequential"]
 ReferenceFormat = Literal["numbered", "tagged"]
@@ -195,11 +192,7 @@ class MoAContext:
     )
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            env_name = ENV_PREFIX + f.name.upper()
-            raw = os.environ.get(env_name)
-            if raw is not None and raw.strip() and getattr(self, f.name) == _default_of(f):
-                setattr(self, f.name, _parse_env(f, env_name, raw.strip()))
+        fill_from_environment(self)
         self._validate()
 
     @classmethod
@@ -310,34 +303,3 @@ def _check_specs(name: str, specs: object) -> list[str | ModelSpec]:
         model_spec = to_model_spec(f"{name}[{i}]", spec)
         checked.append(spec if isinstance(spec, str) else model_spec)
     return checked
-
-
-def _default_of(f: Field[Any]) -> Any:
-    return f.default if f.default_factory is MISSING else f.default_factory()
-
-
-def _parse_env(f: Field[Any], env_name: str, raw: str) -> Any:
-    """Convert an environment variable's text to the value of field `f`."""
-    try:
-        if f.name in ("proposers", "layer_proposers", "aggregator") and raw[0] in "[{":
-            return json.loads(raw)
-        if f.name == "proposers":
-            return [s.strip() for s in raw.split(",") if s.strip()]
-        if f.name == "layer_proposers":
-            return [[s.strip() for s in layer.split(",") if s.strip()] for layer in raw.split(";")]
-        if f.type is bool:
-            if raw.lower() not in _BOOLEANS:
-                raise ValueError(raw)
-            return _BOOLEANS[raw.lower()]
-        if f.type in (int, int | None):
-            return int(raw)
-        if f.type is float:
-            return float(raw)
-    except json.JSONDecodeError as exc:
-        raise MoAConfigError(f"{env_name} is not valid JSON: {exc}") from None
-    except ValueError:
-        raise MoAConfigError(f"{env_name}={raw!r} is not a valid value: fix or unset it") from None
-    return raw
-
-
-_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
