@@ -14,6 +14,7 @@ from moa_graph.validation import (
     check_int,
     check_number,
     check_pattern,
+    check_rates,
     check_text,
 )
 
@@ -160,6 +161,29 @@ class MoAContext:
             "counted as failed (a spec's timeout_s wins)."
         },
     )
+    retries: int = field(
+        default=2,
+        metadata={
+            "description": "Further attempts of a model call after a rate limit (429), a "
+            "server error (5xx), a lost connection or a timeout, with exponential backoff and "
+            "jitter; never after other errors (e.g. a too-long prompt)."
+        },
+    )
+    rpm: dict[str, float] = field(
+        default_factory=dict,
+        metadata={
+            "description": "Requests per minute, by provider ('openai') or model "
+            "('openai:gpt-4o-mini'), shared by every call in this process. Time waiting for "
+            "a slot does not count towards a call's timeout."
+        },
+    )
+    tpm: dict[str, int] = field(
+        default_factory=dict,
+        metadata={
+            "description": "Tokens (input + output) per minute, by provider or model, shared "
+            "likewise; a call reserves its estimate before it starts."
+        },
+    )
     reference_format: ReferenceFormat = field(
         default="numbered",
         metadata={
@@ -261,6 +285,9 @@ class MoAContext:
                 raise MoAConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.seed is not None:
             check_int("seed", self.seed, minimum=0)
+        check_int("retries", self.retries, minimum=0)
+        for name in ("rpm", "tpm"):
+            check_rates(name, getattr(self, name))
         if self.first_k is not None:
             check_int("first_k", self.first_k, minimum=self.min_proposals)
         # Limits that depend on the layer sizes are checked when a run starts

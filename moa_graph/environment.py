@@ -39,6 +39,11 @@ def _parse_env(f: Field[Any], env_name: str, raw: str) -> Any:
             return [s.strip() for s in raw.split(",") if s.strip()]
         if f.name == "layer_proposers":
             return [[s.strip() for s in layer.split(",") if s.strip()] for layer in raw.split(";")]
+        if f.name in ("rpm", "tpm"):
+            if raw[0] == "{":
+                return json.loads(raw)
+            pairs = [item.split("=", 1) for item in raw.split(",") if item.strip()]
+            return {key.strip(): float(value) for key, value in pairs}
         if f.type is bool:
             if raw.lower() not in _BOOLEANS:
                 raise ValueError(raw)

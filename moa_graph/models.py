@@ -21,6 +21,7 @@ from langchain.chat_models import init_chat_model
 from langchain_core.language_models import BaseChatModel
 
 from moa_graph.errors import MoAConfigError
+from moa_graph.limits import Admission, admission_for
 from moa_graph.local_server import local_base_url
 from moa_graph.spec import ModelSpec
 
@@ -84,6 +85,8 @@ def _load(
         "max_tokens": max_tokens,
         "disable_streaming": not streaming,
     }
+    if provider in (LOCAL_PROVIDER, "openai"):
+        kwargs["max_retries"] = 0  # MoAContext.retries retries; the SDK's would multiply them
     if provider == LOCAL_PROVIDER:
         kwargs.update(model_provider="openai", base_url=local_base_url(model), api_key="local")
         model = Path(model).stem  # the server's alias: "smollm2", or a GGUF file's name
@@ -151,8 +154,9 @@ class ModelCallSpec:
         sample: 0-based sample of that spec.
         samples: The spec's ``n``.
         seeded: True when a per-call seed is sent (spec-built models whose provider takes one).
-        timeout_s: Seconds a call may take, or None for no limit.
+        timeout_s: Seconds one attempt may take once admitted, or None for no limit.
         system_prompt: Text put first in the system message, or None.
+        admission: Rate limits and server capacity the call waits for, or None.
     """
 
     label: str
@@ -163,6 +167,7 @@ class ModelCallSpec:
     seeded: bool = False
     timeout_s: float | None = None
     system_prompt: str | None = None
+    admission: Admission | None = None
 
 
 class ModelSource:
@@ -210,7 +215,7 @@ class ModelSource:
                         spec.name, model, spec=i, sample=sample, samples=spec.n,
                         seeded=accepts_seed(model),
                         timeout_s=spec.timeout_s or ctx.proposer_timeout_s,
-                        system_prompt=spec.system_prompt,
+                        system_prompt=spec.system_prompt, admission=_admission(spec, ctx),
                     )
                 )  # fmt: skip
         return calls
@@ -227,7 +232,7 @@ class ModelSource:
         model = _from_spec(spec, ctx, streaming=True)
         return ModelCallSpec(
             spec.name, model, seeded=accepts_seed(model), timeout_s=spec.timeout_s,
-            system_prompt=spec.system_prompt,
+            system_prompt=spec.system_prompt, admission=_admission(spec, ctx),
         )  # fmt: skip
 
 
@@ -239,6 +244,14 @@ def _from_spec(spec: ModelSpec, ctx: "MoAContext", *, streaming: bool) -> BaseCh
         streaming=streaming,
         model_kwargs=spec.model_kwargs,
     )
+
+
+def _admission(spec: ModelSpec, ctx: "MoAContext") -> Admission | None:
+    local = spec.model.split(":", 1)[0] == LOCAL_PROVIDER
+    return admission_for(
+        spec.model, rpm=ctx.rpm, tpm=ctx.tpm, server=spec.model if local else None,
+        max_tokens=spec.max_tokens or ctx.max_tokens,
+    )  # fmt: skip
 
 
 def _whole_answers(model: BaseChatModel) -> BaseChatModel:

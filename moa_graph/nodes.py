@@ -3,17 +3,14 @@
 Model-calling nodes have a sync and an async form (``invoke`` and ``ainvoke`` both work; the
 proposers of a layer run concurrently either way); the others are pure and run inline. The
 algorithm they apply lives in `moa_graph.moa`, `moa_graph.aggregation`,
-`moa_graph.references`, `moa_graph.proposer` and `moa_graph.review`; `moa_graph.graph` wires
+`moa_graph.references`, `moa_graph.calls` and `moa_graph.review`; `moa_graph.graph` wires
 the nodes.
 """
 
-import asyncio
-import concurrent.futures
 import contextlib
-import contextvars
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Literal, cast
 
 from langchain_core.messages import AIMessage, BaseMessage
@@ -24,6 +21,14 @@ from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Overwrite, Send, interrupt
 
 from moa_graph.aggregation import ModelCall, Outcome, Settings, Steps, aggregate
+from moa_graph.calls import (
+    CallPolicy,
+    ProposerTask,
+    call_model,
+    call_model_sync,
+    call_proposer,
+    call_proposer_sync,
+)
 from moa_graph.context import MoAContext, check_layer_sizes
 from moa_graph.errors import MoAConfigError
 from moa_graph.moa import (
@@ -36,7 +41,6 @@ from moa_graph.moa import (
     usage_of,
 )
 from moa_graph.models import ModelCallSpec, ModelSource
-from moa_graph.proposer import ProposerTask, call_proposer, call_proposer_sync
 from moa_graph.references import inject_references, reference_order, with_system_prompt
 from moa_graph.review import parse_decision, review_request
 from moa_graph.state import Aggregation, MoAState, Review
@@ -116,12 +120,7 @@ class MoANodes:
         model, messages, config = self._proposer_call(task, call)
         with self._gate(ctx, task) as gate:
             record = call_proposer_sync(
-                model,
-                task,
-                messages,
-                config,
-                timeout_s=call.timeout_s or ctx.proposer_timeout_s,
-                gate=gate,
+                model, task, messages, config, policy=_policy(ctx, call), gate=gate
             )
         return {"proposals": [record]}
 
@@ -131,12 +130,7 @@ class MoANodes:
         model, messages, config = self._proposer_call(task, call)
         with self._gate(ctx, task) as gate:
             record = await call_proposer(
-                model,
-                task,
-                messages,
-                config,
-                timeout_s=call.timeout_s or ctx.proposer_timeout_s,
-                gate=gate,
+                model, task, messages, config, policy=_policy(ctx, call), gate=gate
             )
         return {"proposals": [record]}
 
@@ -160,9 +154,7 @@ class MoANodes:
 
         def call(request: ModelCall) -> AIMessage:
             model, messages = self._aggregator_call(ctx, agg, request, seeds)
-            if agg.timeout_s is None:
-                return cast(AIMessage, model.invoke(messages))
-            return cast(AIMessage, _run_with_timeout(lambda: model.invoke(messages), agg.timeout_s))
+            return cast(AIMessage, call_model_sync(model, messages, {}, _policy(ctx, agg)))
 
         try:
             request = next(steps)
@@ -178,7 +170,7 @@ class MoANodes:
 
         async def call(request: ModelCall) -> AIMessage:
             model, messages = self._aggregator_call(ctx, agg, request, seeds)
-            return cast(AIMessage, await asyncio.wait_for(model.ainvoke(messages), agg.timeout_s))
+            return cast(AIMessage, await call_model(model, messages, {}, _policy(ctx, agg)))
 
         try:
             request = next(steps)
@@ -304,10 +296,5 @@ def _rng(ctx: MoAContext, layer: int) -> random.Random:
     return random.Random(None if ctx.seed is None else call_seed(ctx.seed, layer, -1, 0))
 
 
-def _run_with_timeout(call: Callable[[], Any], timeout_s: float) -> Any:
-    """Run a blocking `call` in a thread (with this context) and wait at most `timeout_s`."""
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    try:
-        return pool.submit(contextvars.copy_context().run, call).result(timeout=timeout_s)
-    finally:
-        pool.shutdown(wait=False)
+def _policy(ctx: MoAContext, call: ModelCallSpec) -> CallPolicy:
+    return CallPolicy(timeout_s=call.timeout_s, retries=ctx.retries, admission=call.admission)

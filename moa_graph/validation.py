@@ -51,6 +51,18 @@ def check_number(name: str, value: object, *, minimum: float, maximum: float | N
         raise MoAConfigError(f"{name}={value!r}: must be a number {bounds}")
 
 
+def check_rates(name: str, rates: object) -> None:
+    """Raise unless `rates` maps provider or model names to positive numbers (rpm, tpm)."""
+    if not isinstance(rates, dict):
+        raise MoAConfigError(
+            f"{name} must map a provider or model to a number, e.g. {{'openai': 600}}"
+        )
+    for key, value in rates.items():
+        if not isinstance(key, str) or not key.strip():
+            raise MoAConfigError(f"{name} has a key {key!r}: use a provider or model name")
+        check_number(f"{name}[{key!r}]", value, minimum=0.001)
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     """Raise unless `value` is one of `choices`."""
     if value not in choices:

@@ -5,14 +5,26 @@ what spec-built models really send over HTTP (temperature, max_tokens, seed, mod
 system prompts) through langchain-openai's real client. Streaming requests get SSE chunks.
 """
 
+import contextlib
 import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Script = Callable[[dict[str, Any]], str]
+
+@dataclass(frozen=True)
+class Fault:
+    """What the script returns to fail a request: an HTTP error, or a hang of `hang_s`."""
+
+    status: int = 500
+    retry_after_s: float | None = None
+    hang_s: float = 0.0
+
+
+Script = Callable[[dict[str, Any]], "str | Fault"]
 
 
 def numbered_replies(body: dict[str, Any]) -> str:
@@ -21,12 +33,20 @@ def numbered_replies(body: dict[str, Any]) -> str:
 
 
 class ScriptedOpenAIServer:
-    """Serves ``POST /v1/chat/completions``; `requests` holds each JSON body in arrival order."""
+    """Serves ``POST /v1/chat/completions``; `requests` holds each JSON body in arrival order.
+
+    `answered` counts the requests that got a completion, and `usage` the tokens reported in
+    them, so tests can check accounting against what the server counted.
+    """
 
     def __init__(self, script: Script = numbered_replies, delay_s: float = 0.0):
         self.script = script
         self.delay_s = delay_s
         self.requests: list[dict[str, Any]] = []
+        self.answered = 0
+        self.faults = 0
+        self.usage = {"input_tokens": 0, "output_tokens": 0}
+        self.arrivals: list[float] = []
         self._lock = threading.Lock()
         server = self
 
@@ -35,12 +55,35 @@ class ScriptedOpenAIServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server._lock:
                     server.requests.append(body)
+                    server.arrivals.append(time.monotonic())
                 time.sleep(server.delay_s)
                 text = server.script(body)
+                if isinstance(text, Fault):
+                    self._fault(text)
+                    return
+                with server._lock:
+                    server.answered += 1
+                    server.usage["input_tokens"] += 11
+                    server.usage["output_tokens"] += 7
                 if body.get("stream"):
                     self._stream(body, text)
                 else:
                     self._json(body, text)
+
+            def _fault(self, fault: Fault) -> None:
+                with server._lock:
+                    server.faults += 1
+                if fault.hang_s:
+                    time.sleep(fault.hang_s)
+                payload = json.dumps({"error": {"message": "scripted fault", "type": "x"}})
+                self.send_response(fault.status)
+                self.send_header("Content-Type", "application/json")
+                if fault.retry_after_s is not None:
+                    self.send_header("Retry-After", str(fault.retry_after_s))
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the client may have given up
+                    self.wfile.write(payload.encode())
 
             def _json(self, body: dict[str, Any], text: str) -> None:
                 payload = json.dumps(

@@ -10,8 +10,8 @@ from langgraph.types import Command
 
 from moa_graph import AGGREGATE_AND_SYNTHESIZE_PROMPT, MoAConfigError, MoAContext, build_moa_graph
 from moa_graph.aggregation import majority, parse_selection, sequential_windows
+from moa_graph.calls import CUT_OFF
 from moa_graph.prompts import SELECT_MOST_CONSISTENT_PROMPT
-from moa_graph.proposer import CUT_OFF
 from moa_graph.stragglers import open_gates
 from tests.fakes import ScriptedChatModel
 

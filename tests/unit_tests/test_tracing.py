@@ -51,15 +51,17 @@ async def test_one_trace_with_named_proposer_and_aggregator_runs() -> None:
     assert parents[aggregator["parent_run_id"]] == "aggregator"
 
 
-async def test_a_timed_out_proposer_is_an_errored_run_not_a_pending_one() -> None:
+async def test_each_timed_out_attempt_is_an_errored_run_not_a_pending_one() -> None:
     traces = CapturedTraces()
     slow = ScriptedChatModel(model_name="slow", delay_s=5)
     fast, aggregator = ScriptedChatModel(model_name="fast"), ScriptedChatModel()
     graph = build_moa_graph(proposers=[slow, fast], aggregator=aggregator).compile()
     with langsmith.tracing_context(enabled=True, client=traces.client):
-        await graph.ainvoke(QUESTION, context=MoAContext(proposer_timeout_s=0.1))
-    [run] = [run for run in traces.runs() if run["name"] == "slow (layer 1)"]
-    assert run.get("end_time") and "no answer within 0.1 s" in run["error"]
+        await graph.ainvoke(QUESTION, context=MoAContext(proposer_timeout_s=0.1, retries=1))
+    attempts = [run for run in traces.runs() if run["name"] == "slow (layer 1)"]
+    assert len(attempts) == 2  # the first attempt and one retry
+    for run in attempts:
+        assert run.get("end_time") and "no answer within 0.1 s" in run["error"]
 
 
 async def test_user_tags_metadata_and_run_name_reach_the_trace() -> None:

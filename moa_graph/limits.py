@@ -1,0 +1,221 @@
+"""What happens around one model call: admission (rates, server capacity) and retries.
+
+Admission waits for a request slot (``MoAContext.rpm``, LangChain's `InMemoryRateLimiter`),
+a token budget (``MoAContext.tpm``; LangChain has no token limiter) and, for the embedded
+model, a free server slot (it answers one request at a time). A call's timeout starts only
+once it is admitted, so time queued behind moa-graph's own limits never counts as call time
+(BATCH.md; FIELD_NOTES: the embedded server's failures under load were capacity, not calls).
+
+Retries (``MoAContext.retries``) use tenacity, the library behind LangChain's ``with_retry``,
+with exponential backoff and jitter, honouring a 429's ``Retry-After``; only rate limits,
+server errors, connection errors and timeouts are retried, never 400-class errors such as a
+context overflow. OpenAI-compatible models are created with the SDK's own retries off, so
+retries never multiply.
+"""
+
+import asyncio
+import collections
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.rate_limiters import InMemoryRateLimiter
+from tenacity import RetryCallState, wait_exponential_jitter
+
+from moa_graph.state import Usage
+
+LOCAL_SERVER_SLOTS = 1
+"""Requests the embedded llama.cpp server runs at once (it serves them one after another)."""
+
+_RETRY_STATUS = {408, 409, 429}
+_RETRY_NAMES = {
+    "APIConnectionError", "APITimeoutError", "ConnectError", "ConnectTimeout", "ReadTimeout",
+    "RemoteProtocolError", "ThrottlingException", "ServiceUnavailableException",
+    "InternalServerException", "ModelNotReadyException", "EndpointConnectionError",
+}  # fmt: skip
+_backoff = wait_exponential_jitter(multiplier=0.5, max=30.0, jitter=0.5)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Return True for errors worth another attempt: timeouts, 429, 5xx, lost connections."""
+    if isinstance(error, TimeoutError | ConnectionError):
+        return True
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int):
+        return status in _RETRY_STATUS or status >= 500
+    code = getattr(error, "response", None)
+    if isinstance(code, dict):  # botocore's ClientError
+        name = code.get("Error", {}).get("Code", "")
+        return bool(name in _RETRY_NAMES)
+    return type(error).__name__ in _RETRY_NAMES
+
+
+def retry_wait(state: RetryCallState) -> float:
+    """Seconds before the next attempt: a 429's ``Retry-After`` if given, else backoff."""
+    error = state.outcome.exception() if state.outcome else None
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is not None:
+        try:
+            return min(float(headers.get("retry-after", "")), 60.0)
+        except ValueError:
+            pass
+    return float(_backoff(state))
+
+
+class TokenBudget:
+    """At most `per_minute` tokens (input + output) in any 60-second window.
+
+    A call reserves its estimate before it starts and settles with the real usage after.
+    """
+
+    def __init__(self, per_minute: int):
+        self.per_minute = per_minute
+        self._spent: collections.deque[tuple[float, int]] = collections.deque()
+        self._lock = threading.Lock()
+
+    def try_reserve(self, tokens: int) -> float:
+        """Reserve `tokens` and return 0, or return the seconds to wait before trying again."""
+        tokens = min(tokens, self.per_minute)  # a call larger than the budget still runs
+        with self._lock:
+            now = time.monotonic()
+            while self._spent and self._spent[0][0] <= now - 60:
+                self._spent.popleft()
+            used = sum(t for _, t in self._spent)
+            if used + tokens <= self.per_minute:
+                self._spent.append((now, tokens))
+                return 0.0
+            return max(0.05, self._spent[0][0] + 60 - now)
+
+    def settle(self, estimated: int, actual: int) -> None:
+        """Replace a reservation of `estimated` tokens by the `actual` count."""
+        with self._lock:
+            self._spent.append((time.monotonic(), actual - min(estimated, self.per_minute)))
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a call must get before it starts; every part optional.
+
+    Attributes:
+        requests: The request-rate limiter shared by every model under the same limit key.
+        tokens: The token budget shared likewise.
+        server: Key of the embedded server the call goes to (capacity `LOCAL_SERVER_SLOTS`).
+        max_tokens: The call's output limit, for the token estimate.
+    """
+
+    requests: InMemoryRateLimiter | None = None
+    tokens: TokenBudget | None = None
+    server: str | None = None
+    max_tokens: int = 0
+
+    def estimate(self, prompt_chars: int) -> int:
+        """Tokens a call may use: about 4 characters a token in, plus `max_tokens` out."""
+        return prompt_chars // 4 + self.max_tokens
+
+    async def aenter(self, prompt_chars: int) -> tuple[int, "asyncio.Semaphore | None"]:
+        """Wait until the call may start; return its token reservation and server slot."""
+        if self.requests is not None:
+            await self.requests.aacquire()
+        reserved = await self._areserve(prompt_chars)
+        slot = _server_slot(self.server) if self.server else None
+        if slot is not None:
+            await slot.acquire()
+        return reserved, slot
+
+    def enter(self, prompt_chars: int) -> tuple[int, threading.Semaphore | None]:
+        """Block until the call may start (sync form of `aenter`)."""
+        if self.requests is not None:
+            self.requests.acquire()
+        reserved = 0
+        if self.tokens is not None:
+            reserved = self.estimate(prompt_chars)
+            while (wait := self.tokens.try_reserve(reserved)) > 0:
+                time.sleep(wait)
+        slot = _sync_server_slot(self.server) if self.server else None
+        if slot is not None:
+            slot.acquire()
+        return reserved, slot
+
+    def settle(self, reserved: int, usage: "Usage | None") -> None:
+        """Correct the token budget with the call's reported usage."""
+        if self.tokens is not None and usage is not None:
+            self.tokens.settle(reserved, usage["input_tokens"] + usage["output_tokens"])
+
+    async def _areserve(self, prompt_chars: int) -> int:
+        if self.tokens is None:
+            return 0
+        reserved = self.estimate(prompt_chars)
+        while (wait := self.tokens.try_reserve(reserved)) > 0:
+            await asyncio.sleep(wait)
+        return reserved
+
+
+_limiters: dict[tuple[str, float], InMemoryRateLimiter] = {}
+_budgets: dict[tuple[str, int], TokenBudget] = {}
+_LoopSlots = dict[str, asyncio.Semaphore]
+_async_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSlots]" = (
+    weakref.WeakKeyDictionary()
+)
+_sync_slots: dict[str, threading.Semaphore] = {}
+_registry_lock = threading.Lock()
+
+
+def admission_for(
+    model: str, *, rpm: Mapping[str, float], tpm: Mapping[str, int], server: str | None,
+    max_tokens: int,
+) -> Admission | None:  # fmt: skip
+    """Return the admission of a spec-built call, or None when nothing limits it.
+
+    A limit keyed by the whole model text (``"openai:gpt-4o"``) wins over one keyed by its
+    provider (``"openai"``); every model under the same key shares one limiter per process.
+
+    Args:
+        model: The spec's model text.
+        rpm: ``MoAContext.rpm``: requests per minute by model text or provider.
+        tpm: ``MoAContext.tpm``: tokens per minute likewise.
+        server: The embedded server's base URL for ``local:`` models, else None.
+        max_tokens: The call's output limit.
+    """
+    provider = model.split(":", 1)[0]
+    rate_key = model if model in rpm else provider if provider in rpm else None
+    token_key = model if model in tpm else provider if provider in tpm else None
+    if rate_key is None and token_key is None and server is None:
+        return None
+    with _registry_lock:
+        requests = None
+        if rate_key is not None:
+            per_minute = float(rpm[rate_key])
+            requests = _limiters.setdefault(
+                (rate_key, per_minute),
+                InMemoryRateLimiter(
+                    requests_per_second=per_minute / 60,
+                    check_every_n_seconds=min(0.05, 30 / per_minute),
+                ),
+            )
+        tokens = None
+        if token_key is not None:
+            budget = int(tpm[token_key])
+            tokens = _budgets.setdefault((token_key, budget), TokenBudget(budget))
+    return Admission(requests=requests, tokens=tokens, server=server, max_tokens=max_tokens)
+
+
+def _server_slot(server: str) -> asyncio.Semaphore:
+    # An asyncio.Semaphore belongs to one event loop: one set of slots per loop.
+    with _registry_lock:
+        slots = _async_slots.setdefault(asyncio.get_running_loop(), {})
+        return slots.setdefault(server, asyncio.Semaphore(LOCAL_SERVER_SLOTS))
+
+
+def _sync_server_slot(server: str) -> threading.Semaphore:
+    with _registry_lock:
+        return _sync_slots.setdefault(server, threading.Semaphore(LOCAL_SERVER_SLOTS))
+
+
+def release(slot: Any) -> None:
+    """Give back a server slot taken by `Admission.aenter` or `Admission.enter` (None: none)."""
+    if slot is not None:
+        slot.release()
