@@ -21,6 +21,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
+from moa_graph.batch import cli as batch_cli
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph
@@ -35,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="moa-graph: %(message)s", stream=sys.stderr)
     logging.getLogger("moa_graph").setLevel(logging.INFO)
     try:
+        if args.command == "batch":
+            return batch_cli.run(args, _context(args, **batch_cli.call_settings(args)))
         context = _context(args)
         if args.command == "ask":
             prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
@@ -111,12 +114,24 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON object: answer, proposals, usage"
     )
     commands.add_parser("chat", parents=[common], help="multi-turn chat in the terminal")
+    from moa_graph.batch.cli import add_arguments
+
+    add_arguments(
+        commands.add_parser(
+            "batch",
+            parents=[common],
+            help="answer every row of a file; resumable",
+            description="MoA over a JSONL, CSV or Parquet file: one record per row and sample, "
+            "written as rows finish. Re-running the same command resumes.",
+        )
+    )
     return parser  # fmt: skip
 
 
-def _context(args: argparse.Namespace) -> MoAContext:
+def _context(args: argparse.Namespace, **more: Any) -> MoAContext:
     """Build the settings: the --context file, then the options, under the --preset's shape."""
     settings: dict[str, Any] = _read_context_file(args.context) if args.context else {}
+    settings.update(more)
     given = {
         "proposers": args.proposer,
         "aggregator": args.aggregator,

@@ -1,5 +1,7 @@
 """Errors moa-graph raises, so callers can tell bad settings from failed runs."""
 
+from typing import Any
+
 
 class MoAConfigError(ValueError):
     """Settings are invalid or a model cannot be created; raised before any model is called.
@@ -15,11 +17,21 @@ class ProposerQuorumError(RuntimeError):
     Attributes:
         layer: The 1-based layer that failed.
         failures: `(model, error)` pairs for every proposer of that layer that failed.
+        records: The `Proposal` records of the run so far (the failed layer's included), so
+            that the work of the proposers that answered is not lost.
     """
 
-    def __init__(self, layer: int, needed: int, succeeded: int, failures: list[tuple[str, str]]):
+    def __init__(
+        self,
+        layer: int,
+        needed: int,
+        succeeded: int,
+        failures: list[tuple[str, str]],
+        records: list[Any] | None = None,
+    ):
         self.layer = layer
         self.failures = failures
+        self.records = records or []
         detail = "; ".join(f"{model}: {error}" for model, error in failures)
         super().__init__(
             f"layer {layer}: {succeeded} of {succeeded + len(failures)} proposers answered, "

@@ -8,13 +8,17 @@ The nodes are in `moa_graph.nodes`; the algorithm behind them in `moa_graph.moa`
 modules it names.
 """
 
+import hashlib
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableLambda
 from langgraph.graph import START, StateGraph
+from langgraph.types import CachePolicy
 
+from moa_graph.calls import ProposerTask
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.models import ModelSource
@@ -25,7 +29,10 @@ Proposers = Sequence[BaseChatModel] | Sequence[Sequence[BaseChatModel]]
 
 
 def build_moa_graph(
-    *, proposers: Proposers | None = None, aggregator: BaseChatModel | None = None
+    *,
+    proposers: Proposers | None = None,
+    aggregator: BaseChatModel | None = None,
+    proposer_cache: CachePolicy[Any] | None = None,
 ) -> StateGraph[MoAState, MoAContext, InputState, OutputState]:
     """Build the Mixture-of-Agents graph, uncompiled.
 
@@ -45,6 +52,11 @@ def build_moa_graph(
             ``rounds``). The context's ``temperature``, ``max_tokens`` and ``seed`` do not
             apply to them.
         aggregator: A chat model instance to use instead of ``MoAContext.aggregator``.
+        proposer_cache: LangGraph's node cache for the proposer node, effective when you
+            compile with ``cache=`` (e.g. ``SqliteCache(path=...)``): a finished proposer call
+            is then not made again, even after a kill. Use `proposer_cache_policy` for a key
+            that keeps samples and seeds apart; with ``MoAContext.seed=None`` every run draws
+            new seeds, so nothing is reused.
 
     Returns:
         A `StateGraph` with nodes ``layer``, ``proposer``, ``collect_references`` and
@@ -59,7 +71,11 @@ def build_moa_graph(
         MoAState, context_schema=MoAContext, input_schema=InputState, output_schema=OutputState
     )
     builder.add_node("layer", nodes.layer)
-    builder.add_node("proposer", RunnableLambda(nodes.proposer, nodes.aproposer, name="proposer"))
+    builder.add_node(
+        "proposer",
+        RunnableLambda(nodes.proposer, nodes.aproposer, name="proposer"),
+        cache_policy=proposer_cache,
+    )
     builder.add_node("collect_references", _inline(nodes.collect_references))
     builder.add_node(
         "aggregator", RunnableLambda(nodes.aggregator, nodes.aaggregator, name="aggregator")
@@ -74,6 +90,23 @@ def build_moa_graph(
     )
     builder.set_finish_point("aggregator")
     return builder
+
+
+def proposer_cache_policy() -> CachePolicy[Any]:
+    """Return the cache policy of the proposer node: one entry per distinct call.
+
+    The key is the call's layer, position, sample, seed, model label and prompt text (message
+    types and texts, not their random ids). A proposer's settings reach it through the seed
+    only when the caller derives seeds from them, as ``moa-graph batch`` does.
+    """
+    return CachePolicy(key_func=proposer_cache_key)
+
+
+def proposer_cache_key(task: ProposerTask) -> str:
+    """Return the cache key of one proposer call (see `proposer_cache_policy`)."""
+    prompt = [(m.type, m.text) for m in task["messages"]]
+    fields = [task["layer"], task["index"], task["sample"], task["seed"], task["model"], prompt]
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
 def _inline(func: Callable[[Any], Any]) -> RunnableLambda[Any, Any]:

@@ -83,7 +83,7 @@ def check_quorum(proposals: Sequence[Proposal], layer: int, min_proposals: int) 
     succeeded = sum(p["status"] == "ok" for p in records)
     failures = [(p["model"], p["error"] or "") for p in records if p["status"] != "ok"]
     if succeeded < min_proposals:
-        raise ProposerQuorumError(layer, min_proposals, succeeded, failures)
+        raise ProposerQuorumError(layer, min_proposals, succeeded, failures, list(proposals))
 
 
 def mark_selected(

@@ -1,0 +1,386 @@
+"""Run MoA over many rows: a bounded worker pool, per-row records, resume, stop rules.
+
+Rows are read lazily and at most ``concurrency`` (row, sample) runs are in flight, each one
+``graph.ainvoke`` (the graph's own proposer fan-out is untouched, unlike ``abatch`` with
+``max_concurrency``, which would also cap it: BATCH.md). Every (row, sample) has a key: a
+hash of its input, the settings and the sample. Its seed derives from that key, so a resumed
+run asks the same calls again, and LangGraph's node cache (`proposer_cache_policy`, in a
+SQLite file beside the output) answers the proposer calls that finished before a kill.
+"""
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import convert_to_messages
+from langgraph.cache.sqlite import SqliteCache
+from langgraph.graph.state import CompiledStateGraph
+
+from moa_graph.batch.rows import Row, row_or_error
+from moa_graph.batch.store import RecordStore
+from moa_graph.context import MoAContext
+from moa_graph.errors import MoAConfigError, ProposerQuorumError
+from moa_graph.graph import build_moa_graph, proposer_cache_policy
+from moa_graph.moa import SEED_RANGE, total_usage
+from moa_graph.state import Usage
+
+Prices = Mapping[str, Mapping[str, float]]
+"""USD per million tokens by model label: ``{"openai:gpt-4o-mini": {"input": 0.15,
+"output": 0.6}}``."""
+
+
+@dataclass
+class BatchStats:
+    """Counts and totals of a batch so far (resumed rows count as done).
+
+    Attributes:
+        skipped: (row, sample) pairs already ``ok`` in the output, not run again.
+        ok: Pairs that finished ``ok`` in this run.
+        failed: Pairs that ended ``error`` in this run.
+        usage: Tokens of this run's calls.
+        cost_usd: Cost of this run's calls; None once a call had no price.
+        stopped: Why the batch stopped early, or None.
+    """
+
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    usage: Usage = field(default_factory=lambda: Usage(input_tokens=0, output_tokens=0))
+    cost_usd: float | None = 0.0
+    stopped: str | None = None
+
+    @property
+    def done(self) -> int:
+        """Pairs finished, resumed ones included."""
+        return self.skipped + self.ok + self.failed
+
+
+@dataclass
+class StopRule:
+    """When to stop early.
+
+    Stops after more than `max_failures` failures, or once 20 pairs have run, when more than
+    `max_failure_rate` of them failed. None: never.
+    """
+
+    max_failures: int | None = None
+    max_failure_rate: float | None = None
+
+    def exceeded(self, stats: BatchStats) -> bool:
+        """Return True when the failures so far break the rule."""
+        if self.max_failures is not None and stats.failed > self.max_failures:
+            return True
+        ran = stats.ok + stats.failed
+        return bool(
+            self.max_failure_rate is not None
+            and ran >= 20
+            and stats.failed / ran > self.max_failure_rate
+        )
+
+
+class BatchRunner:
+    """One batch: settings, output and statistics; `run` yields records as rows finish.
+
+    Args:
+        graph: A compiled MoA graph; None builds ``build_moa_graph`` with the proposer node
+            cache in a SQLite file beside `output` (or no cache without an output).
+        context: The settings of every run (default ``MoAContext()``); each (row, sample)
+            runs with ``seed`` derived from its key.
+        samples: Answers per row, each with its own seeds.
+        concurrency: (row, sample) runs in flight at once.
+        output: JSONL or Parquet file to write records to, or None to only yield them.
+        resume: Skip pairs already ``ok`` in `output` (for the same input and settings).
+        retry_failed: Also redo pairs that ended ``error`` in `output`.
+        prices: USD per million input and output tokens by model label, for ``cost_usd``;
+            a call of a model without a price makes the cost unknown (None), never a guess.
+        stop: When to stop early.
+
+    Raises:
+        MoAConfigError: `output` holds rows made with other settings, or a bad argument.
+    """
+
+    def __init__(
+        self,
+        *,
+        graph: CompiledStateGraph[Any, Any, Any, Any] | None = None,
+        context: MoAContext | None = None,
+        samples: int = 1,
+        concurrency: int = 16,
+        output: str | None = None,
+        resume: bool = True,
+        retry_failed: bool = False,
+        prices: Prices | None = None,
+        stop: StopRule | None = None,
+    ):
+        if samples < 1 or concurrency < 1:
+            raise MoAConfigError("samples and concurrency must be whole numbers >= 1")
+        self.context = context or MoAContext()
+        self.samples = samples
+        self.concurrency = concurrency
+        self.prices = prices
+        self.stop = stop or StopRule()
+        self.stats = BatchStats()
+        self.settings = settings_of(self.context)
+        self.settings_hash = _digest(self.settings)[:16]
+        self.store = RecordStore(output) if output else None
+        self._done: set[str] = set()
+        if self.store is not None:
+            self.store.check_settings(self.settings_hash)
+            failed: set[str] = set()
+            for record in self.store.records():
+                if record.get("status") == "ok" and resume:
+                    self._done.add(record["key"])
+                elif record.get("status") == "error":
+                    failed.add(record["key"])
+            if retry_failed or not resume:
+                self.store.drop(failed)
+            else:
+                self._done |= failed
+        self.graph: CompiledStateGraph[Any, Any, Any, Any] = graph or build_moa_graph(
+            proposer_cache=proposer_cache_policy()
+        ).compile(cache=SqliteCache(path=str(self.store.cache)) if self.store else None)
+
+    def pair_key(self, row: Row, sample: int) -> str:
+        """Return the key of one (row, sample): a hash of its input, the settings, the sample."""
+        return _digest([row.messages, self.settings_hash, sample])[:32]
+
+    async def run(self, rows: Iterable[Row] | AsyncIterable[Row]) -> AsyncIterator[dict[str, Any]]:
+        """Yield one record per (row, sample) run, in completion order; skip finished ones.
+
+        Records are written to the output as they are yielded. The batch stops early when
+        `stop` says so (``stats.stopped`` says why); cancelling the iteration cancels the runs
+        in flight.
+        """
+        jobs: asyncio.Queue[tuple[Row, int, str] | None] = asyncio.Queue(self.concurrency * 2)
+        finished: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        async def produce() -> None:
+            try:
+                async for row in _aiter(rows):
+                    for sample in range(self.samples):
+                        key = self.pair_key(row, sample)
+                        if key in self._done:
+                            self.stats.skipped += 1
+                        else:
+                            await jobs.put((row, sample, key))
+            finally:  # the workers end even when reading the input fails
+                for _ in range(self.concurrency):
+                    await jobs.put(None)
+
+        async def work() -> None:
+            while (job := await jobs.get()) is not None:
+                await finished.put(await self._run_pair(*job))
+            await finished.put(None)
+
+        tasks = [asyncio.create_task(produce())]
+        tasks += [asyncio.create_task(work()) for _ in range(self.concurrency)]
+        running = self.concurrency
+        try:
+            while running:
+                record = await finished.get()
+                if record is None:
+                    running -= 1
+                    continue
+                self._count(record)
+                if self.store is not None:
+                    self.store.append(record)
+                yield record
+                if self.stop.exceeded(self.stats):
+                    self.stats.stopped = f"{self.stats.failed} failures"
+                    break
+            await tasks[0]  # surface an input error
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.store is not None:
+                self.store.close()
+
+    async def _run_pair(self, row: Row, sample: int, key: str) -> dict[str, Any]:
+        seed = int(key[:8], 16) % SEED_RANGE
+        context = dataclasses.replace(self.context, seed=seed)
+        start = time.perf_counter()
+        base: dict[str, Any] = {"id": row.id, "row": row.index, "sample": sample, "key": key}
+        base.update({"prompt": row.prompt} if row.prompt is not None else {})
+        base.update({"messages": row.messages} if row.prompt is None else {})
+        base.update(row.columns)
+        try:
+            if row.error is not None:
+                raise MoAConfigError(row.error)
+            messages = convert_to_messages(row.messages)
+            out = await self.graph.ainvoke({"messages": messages}, context=context)
+        except Exception as exc:
+            return {**base, **_error_fields(exc), "latency_s": _since(start)}
+        proposals, aggregation = out.get("proposals", []), out.get("aggregation")
+        by_model = usage_by_model(proposals, aggregation)
+        return {
+            **base,
+            "answer": out["messages"][-1].text,
+            "status": "ok",
+            "error": None,
+            "proposals": proposals,
+            "aggregation": aggregation,
+            "usage": total_usage(by_model.values()),
+            "usage_by_model": by_model,
+            "cost_usd": cost_of(by_model, self.prices),
+            "latency_s": _since(start),
+        }
+
+    def _count(self, record: dict[str, Any]) -> None:
+        if record["status"] == "ok":
+            self.stats.ok += 1
+        else:
+            self.stats.failed += 1
+        usage = record.get("usage")
+        if usage:
+            self.stats.usage["input_tokens"] += usage["input_tokens"]
+            self.stats.usage["output_tokens"] += usage["output_tokens"]
+        if record["status"] == "ok":
+            cost = record.get("cost_usd")
+            self.stats.cost_usd = (
+                None
+                if cost is None or self.stats.cost_usd is None
+                else (self.stats.cost_usd + cost)
+            )
+
+
+async def abatch_generate(
+    rows: Iterable[Any] | AsyncIterable[Any], **settings: Any
+) -> AsyncIterator[dict[str, Any]]:
+    """Run MoA over `rows` and yield one record per (row, sample) as each finishes.
+
+    Args:
+        rows: Prompts, OpenAI-style message lists, dicts (``prompt``/``instruction``/
+            ``question`` or ``messages``, optional ``id``, other keys passed through), or
+            `moa_graph.batch.rows.Row` objects; any iterable or async iterable, read lazily.
+        **settings: `BatchRunner`'s arguments: ``graph``, ``context``, ``samples``,
+            ``concurrency``, ``output``, ``resume``, ``retry_failed``, ``prices``, ``stop``.
+
+    Yields:
+        Records in completion order, each with its ``row`` index and ``sample``: ``answer``,
+        ``status`` (``ok``/``error``), ``error``, ``proposals``, ``aggregation``, ``usage``,
+        ``usage_by_model``, ``cost_usd``, ``latency_s``.
+
+    Raises:
+        MoAConfigError: Bad settings or input, before the first call of the bad row.
+    """
+    runner = BatchRunner(**settings)
+    async for record in runner.run(_rows(rows)):
+        yield record
+
+
+def batch_generate(rows: Iterable[Any], **settings: Any) -> list[dict[str, Any]]:
+    """Run `abatch_generate` to the end and return every record, sorted by row and sample.
+
+    For scripts and notebooks without an event loop; inside one, use `abatch_generate`.
+    """
+
+    async def collect() -> list[dict[str, Any]]:
+        return [record async for record in abatch_generate(rows, **settings)]
+
+    records = asyncio.run(collect())
+    return sorted(records, key=lambda r: (r["row"], r["sample"]))
+
+
+def settings_of(context: MoAContext) -> dict[str, Any]:
+    """Return the settings that make a batch's answers what they are, JSON-ready.
+
+    Rates, retries and timeouts change how calls are made, not what they answer, so they are
+    left out: a batch resumed with other limits reuses its rows.
+    """
+    values = dataclasses.asdict(context)
+    for name in ("rpm", "tpm", "retries", "proposer_timeout_s", "seed"):
+        values.pop(name, None)
+    values["seed"] = context.seed  # a fixed run seed changes every derived seed
+    return values
+
+
+def usage_by_model(
+    proposals: list[dict[str, Any]], aggregation: Mapping[str, Any] | None
+) -> dict[str, Usage]:
+    """Return the tokens of a run's calls summed per model label."""
+    totals: dict[str, Usage] = {}
+    calls = [(p["model"], p["usage"]) for p in proposals]
+    if aggregation and aggregation.get("model"):
+        calls.append((aggregation["model"], aggregation.get("usage")))
+    for model, usage in calls:
+        if usage:
+            total = totals.setdefault(model, Usage(input_tokens=0, output_tokens=0))
+            total["input_tokens"] += usage["input_tokens"]
+            total["output_tokens"] += usage["output_tokens"]
+    return totals
+
+
+def cost_of(by_model: Mapping[str, Usage], prices: Prices | None) -> float | None:
+    """Return the USD cost of `by_model`, or None when a model has no price (never a guess)."""
+    if prices is None or any(model not in prices for model in by_model):
+        return None
+    return round(
+        sum(
+            u["input_tokens"] * prices[m]["input"] / 1e6
+            + u["output_tokens"] * prices[m]["output"] / 1e6
+            for m, u in by_model.items()
+        ),
+        8,
+    )
+
+
+def planned_calls(context: MoAContext, layer_sizes: list[int]) -> int:
+    """Return the model calls of one run: every proposer call plus the aggregator's."""
+    last = layer_sizes[-1]
+    aggregator = {"vote": 0, "sequential": math.ceil(last / context.window_size)}
+    return sum(layer_sizes) + aggregator.get(context.aggregator_mode, 1)
+
+
+def _error_fields(error: Exception) -> dict[str, Any]:
+    layer = model = None
+    proposals: list[Any] = []
+    if isinstance(error, ProposerQuorumError):
+        layer, proposals = error.layer, error.records
+        model = ", ".join(sorted({m for m, _ in error.failures})) or None
+    message = str(error).split("\nDuring task with name")[0]
+    return {
+        "answer": None,
+        "status": "error",
+        "error": {
+            "type": type(error).__name__,
+            "message": message,
+            "layer": layer,
+            "model": model,
+        },
+        "proposals": proposals,
+        "aggregation": None,
+        "usage": None,
+        "usage_by_model": {},
+        "cost_usd": None,
+    }
+
+
+async def _rows(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Row]:
+    index = 0
+    async for item in _aiter(items):
+        yield row_or_error(index, item)
+        index += 1
+
+
+async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 3)

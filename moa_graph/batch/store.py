@@ -1,0 +1,116 @@
+"""Batch output: a JSONL journal written as rows finish, what it already holds, a manifest.
+
+Each finished (row, sample) is one JSON line, appended and flushed at once, so a killed batch
+loses nothing that finished. Re-reading the journal tells which keys are done (``ok``) or
+failed; a torn last line (a kill mid-write) is cut off. For a Parquet output the journal is
+``OUTPUT.jsonl`` beside it and the Parquet file is written from it at the end.
+"""
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from moa_graph.errors import MoAConfigError
+
+
+class RecordStore:
+    """The journal of one batch output.
+
+    Args:
+        output: The output file: ``.jsonl`` (the journal itself) or ``.parquet``.
+    """
+
+    def __init__(self, output: str | Path):
+        self.output = Path(output)
+        suffix = self.output.suffix.lower()
+        if suffix not in (".jsonl", ".parquet"):
+            raise MoAConfigError(f"output {self.output}: use a .jsonl or .parquet file")
+        self.journal = self.output if suffix == ".jsonl" else Path(f"{self.output}.jsonl")
+        self.manifest = Path(f"{self.output}.manifest.json")
+        self.cache = Path(f"{self.output}.cache.sqlite")
+        """LangGraph's node cache of finished proposer calls, for rows cut short by a kill."""
+        self._file: Any = None
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Yield the records already in the journal, cutting off a torn last line."""
+        if not self.journal.exists():
+            return
+        good = 0
+        with self.journal.open("rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break  # a torn write: dropped below
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                good += len(line)
+                yield record
+        if good < self.journal.stat().st_size:
+            with self.journal.open("r+b") as f:
+                f.truncate(good)
+
+    def check_settings(self, settings_hash: str) -> None:
+        """Refuse to add to an output made with other settings.
+
+        Raises:
+            MoAConfigError: The manifest beside the output names another settings hash.
+        """
+        if not self.manifest.exists():
+            return
+        previous = json.loads(self.manifest.read_text()).get("settings_hash")
+        if previous and previous != settings_hash:
+            raise MoAConfigError(
+                f"{self.output} was made with other settings (or input fields): its rows "
+                "cannot be reused. Write to another -o, or delete the output and its "
+                f"{self.manifest.name} to start again"
+            )
+
+    def drop(self, keys: set[str]) -> None:
+        """Rewrite the journal without the records of `keys` (failed rows about to be redone)."""
+        if not keys or not self.journal.exists():
+            return
+        kept = self.journal.with_name(self.journal.name + ".tmp")
+        with kept.open("w", encoding="utf-8") as out:
+            for record in self.records():
+                if record.get("key") not in keys:
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(kept, self.journal)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record and flush it to the OS."""
+        if self._file is None:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.journal.open("a", encoding="utf-8")
+        self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the journal; for a Parquet output, write the Parquet file from it."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self.journal != self.output and self.journal.exists():
+            _write_parquet(self.output, list(self.records()))
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Write the manifest beside the output (replaced whole, never torn)."""
+        partial = self.manifest.with_name(self.manifest.name + ".tmp")
+        partial.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str))
+        os.replace(partial, self.manifest)
+
+
+def _write_parquet(path: Path, records: list[dict[str, Any]]) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MoAConfigError("Parquet needs pyarrow: pip install 'moa-graph[batch]'") from None
+    # Nested values (proposals, usage, errors) as JSON text: every row has the same columns.
+    flat = [
+        {k: json.dumps(v, default=str) if isinstance(v, dict | list) else v for k, v in r.items()}
+        for r in records
+    ]
+    pq.write_table(pa.Table.from_pylist(flat), path)
