@@ -6,6 +6,7 @@ system prompts) through langchain-openai's real client. Streaming requests get S
 """
 
 import contextlib
+import hashlib
 import json
 import threading
 import time
@@ -39,9 +40,13 @@ class ScriptedOpenAIServer:
     them, so tests can check accounting against what the server counted.
     """
 
-    def __init__(self, script: Script = numbered_replies, delay_s: float = 0.0):
+    def __init__(
+        self, script: Script = numbered_replies, delay_s: float = 0.0, rpm: float | None = None
+    ):
         self.script = script
         self.delay_s = delay_s
+        self.rpm = rpm
+        """When set, a request above this rate (over any 1-second window) gets a 429."""
         self.requests: list[dict[str, Any]] = []
         self.answered = 0
         self.faults = 0
@@ -55,9 +60,11 @@ class ScriptedOpenAIServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server._lock:
                     server.requests.append(body)
-                    server.arrivals.append(time.monotonic())
+                    server.arrivals.append(now := time.monotonic())
+                    recent = sum(t > now - 1.0 for t in server.arrivals)
                 time.sleep(server.delay_s)
-                text = server.script(body)
+                over = server.rpm is not None and recent > server.rpm / 60 + 1
+                text = Fault(429) if over else server.script(body)
                 if isinstance(text, Fault):
                     self._fault(text)
                     return
@@ -142,3 +149,30 @@ class ScriptedOpenAIServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def faulty(
+    *, server_errors: float, rate_limits: float, hangs: float, hang_s: float, reply: str = "42"
+) -> Script:
+    """A script that fails a fixed share of attempts: 5xx, 429 (with Retry-After) or hangs.
+
+    Whether an attempt fails depends only on its request body and how many times that body
+    was sent before, so the outcome of a batch does not depend on thread timing.
+    """
+    attempts: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def script(body: dict[str, Any]) -> "str | Fault":
+        key = json.dumps(body, sort_keys=True)
+        with lock:
+            attempt = attempts[key] = attempts.get(key, -1) + 1
+        draw = int(hashlib.sha256(f"{key}:{attempt}".encode()).hexdigest()[:8], 16) / 2**32
+        if draw < server_errors:
+            return Fault(502)
+        if draw < server_errors + rate_limits:
+            return Fault(429, retry_after_s=0.2)
+        if draw < server_errors + rate_limits + hangs:
+            return Fault(503, hang_s=hang_s)
+        return f"The answer is {reply}."
+
+    return script

@@ -1,0 +1,260 @@
+"""Batch generation over a scripted OpenAI-compatible server: faults, accounting, rates, resume."""
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from moa_graph import MoAContext, ModelSpec
+from moa_graph.batch import BatchRunner, StopRule, abatch_generate, batch_generate
+from moa_graph.batch.rows import Fields, read_rows
+from moa_graph.cli import main
+from tests.scripted_openai_server import ScriptedOpenAIServer, faulty
+
+
+@pytest.fixture
+def key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+
+
+def context_for(server: ScriptedOpenAIServer, **settings) -> MoAContext:
+    spec = {"model": "openai:m", "model_kwargs": {"base_url": server.url}}
+    return MoAContext(
+        proposers=[ModelSpec(**spec, n=3)],
+        aggregator=ModelSpec(model="openai:agg", model_kwargs={"base_url": server.url}),
+        **settings,
+    )
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedOpenAIServer]:
+    scripted = ScriptedOpenAIServer(lambda body: "The answer is 42.").start()
+    yield scripted
+    scripted.stop()
+
+
+async def test_faults_are_retried_and_every_failed_row_keeps_its_error(key) -> None:
+    server = ScriptedOpenAIServer(
+        faulty(server_errors=0.10, rate_limits=0.05, hangs=0.02, hang_s=1.5)
+    ).start()
+    try:
+        start = time.monotonic()
+        context = context_for(server, retries=3, proposer_timeout_s=0.5)
+        rows = [f"Question {i}?" for i in range(500)]
+        records = [r async for r in abatch_generate(rows, context=context, concurrency=64)]
+        wall = time.monotonic() - start
+    finally:
+        server.stop()
+    assert sorted(r["row"] for r in records) == list(range(500))
+    ok = [r for r in records if r["status"] == "ok"]
+    assert len(ok) >= 0.995 * 500, [r["error"] for r in records if r["status"] != "ok"]
+    for record in records:
+        if record["status"] != "ok":
+            assert record["error"]["type"] and record["error"]["message"]
+    assert server.faults > 250  # the script did fail about 17% of attempts
+    prompts = [m["content"] for body in server.requests for m in body["messages"]]
+    assert not any("None" in text for text in prompts)
+    assert wall < 120  # no run hung
+
+
+async def test_tokens_add_up_to_what_the_server_counted_and_cost_is_tokens_times_price(
+    key, server: ScriptedOpenAIServer
+) -> None:
+    prices = {
+        "openai:m": {"input": 1.0, "output": 2.0},
+        "openai:agg": {"input": 3.0, "output": 4.0},
+    }
+    records = [
+        r async for r in abatch_generate(
+            ["a?", "b?", "c?"], context=context_for(server), samples=2, prices=prices
+        )
+    ]  # fmt: skip
+    assert len(records) == 6
+    totals = {"input_tokens": 0, "output_tokens": 0}
+    for record in records:
+        for name in totals:
+            totals[name] += record["usage"][name]
+        by_model = record["usage_by_model"]
+        assert by_model["openai:m"] == {"input_tokens": 33, "output_tokens": 21}  # 3 calls
+        expected = (33 * 1.0 + 21 * 2.0 + 11 * 3.0 + 7 * 4.0) / 1e6
+        assert record["cost_usd"] == pytest.approx(expected)
+    assert totals == server.usage
+
+
+async def test_cost_is_unknown_when_a_model_has_no_price(key, server) -> None:
+    [record] = [r async for r in abatch_generate(
+        ["a?"], context=context_for(server), prices={"openai:m": {"input": 1, "output": 1}}
+    )]  # fmt: skip
+    assert record["cost_usd"] is None
+
+
+async def test_request_rate_stays_within_the_limit(key) -> None:
+    server = ScriptedOpenAIServer(lambda body: "ok", rpm=600).start()
+    try:
+        context = context_for(server, rpm={"openai": 600})
+        rows = [f"q{i}" for i in range(15)]  # 60 calls at 10 per second
+        records = [r async for r in abatch_generate(rows, context=context, concurrency=16)]
+    finally:
+        server.stop()
+    assert all(r["status"] == "ok" for r in records)
+    assert server.faults == 0  # no 429 from the server
+    arrivals = server.arrivals
+    rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    assert abs(rate - 10.0) <= 0.5, rate  # within 5% of 600 per minute
+
+
+def test_rows_of_every_kind_and_sorted_sync_results(key, server) -> None:
+    rows = [
+        "plain prompt",
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+        {"id": "x7", "question": "q?", "topic": "t"},
+        {"prompt": ""},
+    ]
+    records = batch_generate(rows, context=context_for(server), samples=2, concurrency=3)
+    assert [(r["row"], r["sample"]) for r in records] == [(i, s) for i in range(4) for s in (0, 1)]
+    assert records[0]["prompt"] == "plain prompt"
+    assert records[2]["messages"][0]["role"] == "system"
+    assert records[4]["id"] == "x7" and records[4]["topic"] == "t"
+    assert [r["status"] for r in records[6:]] == ["error", "error"]
+    assert "has no prompt" in records[6]["error"]["message"]
+    assert records[0]["proposals"][0]["seed"] != records[1]["proposals"][0]["seed"]
+
+
+async def test_input_is_read_lazily(key, server) -> None:
+    taken = []
+
+    def rows():
+        for i in range(100_000):
+            taken.append(i)
+            yield f"q{i}"
+
+    stream = abatch_generate(rows(), context=context_for(server), concurrency=4)
+    first = await anext(stream)
+    await stream.aclose()
+    assert first["status"] == "ok" and len(taken) < 50
+
+
+async def test_resume_skips_done_rows_and_a_finished_batch_makes_no_calls(
+    key, server, tmp_path: Path
+) -> None:
+    output = str(tmp_path / "out.jsonl")
+    context = context_for(server)
+    rows = [f"q{i}" for i in range(10)]
+    first = [r async for r in abatch_generate(rows[:6], context=context, output=output)]
+    calls = len(server.requests)
+    runner = BatchRunner(context=context, output=output)
+    second = [r async for r in runner.run(_rows(rows))]
+    assert len(first) == 6 and len(second) == 4 and runner.stats.skipped == 6
+    assert len(server.requests) == calls + 4 * 4
+    third = BatchRunner(context=context, output=output)
+    assert [r async for r in third.run(_rows(rows))] == []
+    assert len(server.requests) == calls + 16
+    lines = Path(output).read_text().splitlines()
+    assert sorted(json.loads(line)["row"] for line in lines) == list(range(10))
+
+
+async def test_a_torn_last_line_is_dropped_and_redone(key, server, tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    context = context_for(server)
+    [r async for r in abatch_generate(["a", "b"], context=context, output=str(output))]
+    output.write_text(output.read_text() + '{"id": "2", "row": 2, "sta')
+    records = [r async for r in abatch_generate(["a", "b", "c"], context=context,
+                                                output=str(output))]  # fmt: skip
+    assert [r["row"] for r in records] == [2]
+    assert [json.loads(line)["row"] for line in output.read_text().splitlines()] == [0, 1, 2]
+
+
+async def test_changed_settings_never_reuse_rows(key, server, tmp_path: Path) -> None:
+    from moa_graph import MoAConfigError
+    from moa_graph.batch.store import RecordStore
+
+    output = str(tmp_path / "out.jsonl")
+    runner = BatchRunner(context=context_for(server), output=output)
+    [r async for r in runner.run(_rows(["a"]))]
+    RecordStore(output).write_manifest({"settings_hash": runner.settings_hash})
+    with pytest.raises(MoAConfigError, match="made with other settings"):
+        BatchRunner(context=context_for(server, temperature=0.1), output=output)
+    # Limits change how calls are made, not their answers: the rows are reused.
+    same = BatchRunner(context=context_for(server, rpm={"openai": 6000}), output=output)
+    assert [r async for r in same.run(_rows(["a"]))] == []
+
+
+async def test_stop_rule_ends_the_batch_early(key, tmp_path: Path) -> None:
+    server = ScriptedOpenAIServer(faulty(server_errors=1.0, rate_limits=0, hangs=0, hang_s=0))
+    server.start()
+    try:
+        runner = BatchRunner(
+            context=context_for(server, retries=0), concurrency=2, stop=StopRule(max_failures=2)
+        )
+        records = [r async for r in runner.run(_rows([f"q{i}" for i in range(50)]))]
+    finally:
+        server.stop()
+    assert runner.stats.stopped == "3 failures" and len(records) == 3
+    assert all(r["error"]["type"] == "ProposerQuorumError" for r in records)
+    assert records[0]["error"]["layer"] == 1 and len(records[0]["proposals"]) == 3
+
+
+def test_cli_batch_from_csv_to_parquet_and_json_summary(
+    key, server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "rows.csv"
+    source.write_text("id,instruction,lang\nr1,Say hi.,en\nr2,Say bye.,fr\n")
+    context = tmp_path / "ctx.json"
+    context.write_text(json.dumps({
+        "proposers": [{"model": "openai:m", "model_kwargs": {"base_url": server.url}}],
+        "aggregator": {"model": "openai:agg", "model_kwargs": {"base_url": server.url}},
+    }))  # fmt: skip
+    output = tmp_path / "out.parquet"
+    argv = ["batch", str(source), "-o", str(output), "--context", str(context), "--no-progress"]
+    assert main(argv) == 0
+    table = pq.read_table(output).to_pylist()
+    assert sorted((r["id"], r["lang"], r["status"]) for r in table) == [
+        ("r1", "en", "ok"), ("r2", "fr", "ok"),
+    ]  # fmt: skip
+    manifest = json.loads(Path(f"{output}.manifest.json").read_text())
+    assert manifest["records"] == {"ok": 2, "error": 0} and manifest["versions"]["langgraph"]
+    assert "2 ok, 0 failed" in capsys.readouterr().err
+    assert main([*argv, "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["rows"], plan["calls"], plan["cost_usd_at_most"]) == (2, 4, None)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--shard", "3/2"], "--shard '3/2'"),
+        (["--rpm", "openai"], "write it as SPEC=N"),
+        (["--max-failures", "lots"], "give a count"),
+    ],
+)
+def test_cli_batch_bad_options_exit_2(tmp_path, capsys, options, message) -> None:
+    source = tmp_path / "rows.jsonl"
+    source.write_text('{"prompt": "hi"}\n')
+    assert main(["batch", str(source), "-o", str(tmp_path / "o.jsonl"), *options]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_read_rows_by_field_names(tmp_path: Path) -> None:
+    source = tmp_path / "rows.jsonl"
+    source.write_text(
+        '{"key": "k1", "text": "one"}\n'
+        "not json\n"
+        '{"key": "k3", "chat": [{"role": "user", "content": "three"}]}\n'
+    )
+    rows = list(read_rows(source, Fields(prompt="text", id="key")))
+    assert (rows[0].id, rows[0].prompt) == ("k1", "one")
+    assert rows[1].error.startswith("input line 2 is not JSON")
+    chats = list(read_rows(source, Fields(messages="chat", id="key")))
+    assert chats[2].messages == [{"role": "user", "content": "three"}]
+
+
+async def _rows(items):
+    from moa_graph.batch.rows import row_or_error
+
+    for index, item in enumerate(items):
+        yield row_or_error(index, item)
