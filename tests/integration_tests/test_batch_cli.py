@@ -34,9 +34,9 @@ def test_killed_batch_resumes_without_losing_or_repeating_rows(tmp_path: Path) -
     source, output = tmp_path / "rows.jsonl", tmp_path / "out.jsonl"
     source.write_text("".join(json.dumps({"id": f"r{i}", "prompt": f"q{i}?"}) + "\n"
                               for i in range(200)))  # fmt: skip
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MOA_")},
-           "OPENAI_API_KEY": "test", "OPENAI_BASE_URL": server.url,
-           "MOA_PROPOSERS": "openai:m,openai:m,openai:m", "MOA_AGGREGATOR": "openai:agg"}  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOA_")}
+    env.update(OPENAI_API_KEY="test", OPENAI_BASE_URL=server.url, MOA_AGGREGATOR="openai:agg",
+               MOA_PROPOSERS="openai:m,openai:m,openai:m")  # fmt: skip
     argv = (str(source), "-o", str(output), "--concurrency", str(CONCURRENCY))
     try:
         first = batch(*argv, env=env)
