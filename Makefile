@@ -45,6 +45,7 @@ studio: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/critical_path.py
 	$(BIN)/python benchmarks/first_k.py
+	$(BIN)/python benchmarks/batch_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .langgraph_api

@@ -43,3 +43,10 @@ def test_sync_example(tmp_path: Path) -> None:
     assert mode in ("vote", "synthesize")  # vote, or its documented fallback
     assert statuses == "['ok', 'ok', 'ok']"
     assert "".join(lines[:-1]).strip()  # the answer
+
+
+def test_batch_example(tmp_path: Path) -> None:
+    lines = run_block("records = batch_generate(", tmp_path)
+    assert [line.split()[:3] for line in lines] == [
+        ["0", "0", "ok"], ["0", "1", "ok"], ["c1", "0", "ok"], ["c1", "1", "ok"],
+    ]  # fmt: skip
