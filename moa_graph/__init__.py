@@ -1,7 +1,12 @@
 """moa-graph: Mixture-of-Agents (arXiv 2406.04692) as a LangGraph graph."""
 
 from moa_graph.context import MoAContext
-from moa_graph.errors import LocalModelError, MoAConfigError, ProposerQuorumError
+from moa_graph.errors import (
+    AggregatorError,
+    LocalModelError,
+    MoAConfigError,
+    ProposerQuorumError,
+)
 from moa_graph.graph import build_moa_graph
 from moa_graph.presets import PRESETS
 from moa_graph.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
@@ -12,6 +17,7 @@ __all__ = [
     "AGGREGATE_AND_SYNTHESIZE_PROMPT",
     "PRESETS",
     "Aggregation",
+    "AggregatorError",
     "LocalModelError",
     "MoAConfigError",
     "MoAContext",

@@ -39,5 +39,19 @@ class ProposerQuorumError(RuntimeError):
         )
 
 
+class AggregatorError(RuntimeError):
+    """The aggregator's call failed (after its retries) or returned no text.
+
+    Attributes:
+        model: The aggregator's label.
+        records: The run's `Proposal` records, so that the proposers' work is not lost.
+    """
+
+    def __init__(self, model: str, reason: str, records: list[Any]):
+        self.model = model
+        self.records = records
+        super().__init__(f"aggregator {model}: {reason}")
+
+
 class LocalModelError(RuntimeError):
     """The embedded model server could not be started; the message ends with its last log lines."""

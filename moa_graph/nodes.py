@@ -30,7 +30,7 @@ from moa_graph.calls import (
     call_proposer_sync,
 )
 from moa_graph.context import MoAContext, check_layer_sizes
-from moa_graph.errors import MoAConfigError
+from moa_graph.errors import AggregatorError, MoAConfigError
 from moa_graph.moa import (
     aggregator_candidates,
     call_seed,
@@ -162,6 +162,8 @@ class MoANodes:
                 request = steps.send(call(request))
         except StopIteration as done:
             return self._answer(state, ctx, agg, done.value, seeds)
+        except Exception as exc:
+            raise _aggregator_error(agg, exc, state) from exc
 
     async def aaggregator(self, state: MoAState) -> Update:
         """Turn the last layer's proposals into the answer (async form)."""
@@ -178,6 +180,8 @@ class MoANodes:
                 request = steps.send(await call(request))
         except StopIteration as done:
             return self._answer(state, ctx, agg, done.value, seeds)
+        except Exception as exc:
+            raise _aggregator_error(agg, exc, state) from exc
 
     def _call_of(self, task: ProposerTask) -> ModelCallSpec:
         return self.models.proposers(_context(), task["layer"])[task["index"]]
@@ -264,7 +268,7 @@ class MoANodes:
         seeds: list[int | None],
     ) -> Update:
         if not outcome.answer.text.strip():
-            raise RuntimeError(f"aggregator {agg.label} returned an empty answer")
+            raise AggregatorError(agg.label, "returned an empty answer", state["proposals"])
         aggregation = Aggregation(
             mode=outcome.mode,
             requested_mode=ctx.aggregator_mode,
@@ -294,6 +298,13 @@ def _context(runtime: Runtime[MoAContext] | None = None) -> MoAContext:
 def _rng(ctx: MoAContext, layer: int) -> random.Random:
     """The shuffle order's source: fixed by ``MoAContext.seed``, else random."""
     return random.Random(None if ctx.seed is None else call_seed(ctx.seed, layer, -1, 0))
+
+
+def _aggregator_error(agg: ModelCallSpec, error: Exception, state: MoAState) -> Exception:
+    if isinstance(error, AggregatorError):
+        return error
+    reason = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+    return AggregatorError(agg.label, reason, state["proposals"])
 
 
 def _policy(ctx: MoAContext, call: ModelCallSpec) -> CallPolicy:

@@ -28,6 +28,11 @@ class Fault:
 Script = Callable[[dict[str, Any]], "str | Fault"]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 refuses connections under load
+    daemon_threads = True
+
+
 def numbered_replies(body: dict[str, Any]) -> str:
     """The default script: the model name and the request's seed."""
     return f"answer from {body['model']} seed {body.get('seed')}"
@@ -139,7 +144,7 @@ class ScriptedOpenAIServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
     def start(self) -> "ScriptedOpenAIServer":

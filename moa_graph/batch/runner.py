@@ -25,7 +25,7 @@ from langgraph.graph.state import CompiledStateGraph
 from moa_graph.batch.rows import Row, row_or_error
 from moa_graph.batch.store import RecordStore
 from moa_graph.context import MoAContext
-from moa_graph.errors import MoAConfigError, ProposerQuorumError
+from moa_graph.errors import AggregatorError, MoAConfigError, ProposerQuorumError
 from moa_graph.graph import build_moa_graph, proposer_cache_policy
 from moa_graph.moa import SEED_RANGE, total_usage
 from moa_graph.state import Usage
@@ -344,6 +344,8 @@ def _error_fields(error: Exception) -> dict[str, Any]:
     if isinstance(error, ProposerQuorumError):
         layer, proposals = error.layer, error.records
         model = ", ".join(sorted({m for m, _ in error.failures})) or None
+    elif isinstance(error, AggregatorError):
+        model, proposals = error.model, error.records
     message = str(error).split("\nDuring task with name")[0]
     return {
         "answer": None,

@@ -37,11 +37,11 @@ def server() -> Iterator[ScriptedOpenAIServer]:
 
 async def test_faults_are_retried_and_every_failed_row_keeps_its_error(key) -> None:
     server = ScriptedOpenAIServer(
-        faulty(server_errors=0.10, rate_limits=0.05, hangs=0.02, hang_s=1.5)
+        faulty(server_errors=0.10, rate_limits=0.05, hangs=0.02, hang_s=5.0)
     ).start()
     try:
         start = time.monotonic()
-        context = context_for(server, retries=3, proposer_timeout_s=0.5)
+        context = context_for(server, retries=3, proposer_timeout_s=2.5)
         rows = [f"Question {i}?" for i in range(500)]
         records = [r async for r in abatch_generate(rows, context=context, concurrency=64)]
         wall = time.monotonic() - start

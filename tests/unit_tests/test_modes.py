@@ -339,3 +339,12 @@ async def test_first_k_holds_for_branches_that_start_after_the_others_finished(s
     assert [p["status"] for p in out["proposals"]] == ["ok", "ok", "cancelled"]
     assert models[2].calls == []  # it never started: the layer already had its answers
     assert open_gates() == 0
+
+
+async def test_a_failed_aggregator_keeps_the_proposals_in_its_error() -> None:
+    from moa_graph import AggregatorError
+
+    aggregator = ScriptedChatModel(model_name="agg", error="overloaded")
+    with pytest.raises(AggregatorError, match="aggregator agg: RuntimeError: overloaded") as err:
+        await run(proposers("a", "b"), aggregator)
+    assert [p["content"] for p in err.value.records] == ["a", "b"]
