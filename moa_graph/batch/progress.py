@@ -34,7 +34,7 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn("[bold]moa-graph batch"),
+                TextColumn("[bold]batch"),
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total}"),
                 TimeRemainingColumn(),
@@ -50,7 +50,7 @@ class Progress:
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.stats.done, detail=self.detail())
+            self._bar.update(self._task, completed=self.stats.done, detail=self._short())
             return
         now = time.monotonic()
         if now - self._last_log >= LOG_EVERY_S:
@@ -75,6 +75,13 @@ class Progress:
             f"{s.usage['output_tokens']} out, cost {cost}"
         )
 
+    def _short(self) -> str:
+        s = self.stats
+        rate = (s.ok + s.failed) / max(time.monotonic() - self.start, 1e-9) * 60
+        cost = "" if s.cost_usd is None else f" ${s.cost_usd:.2f}"
+        tokens = s.usage["input_tokens"] + s.usage["output_tokens"]
+        return f"{s.failed} failed {rate:.0f}/min {tokens / 1000:.0f}k tok{cost}"
+
     def __exit__(
         self,
         kind: type[BaseException] | None,
@@ -82,5 +89,5 @@ class Progress:
         trace: TracebackType | None,
     ) -> None:
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.stats.done, detail=self.detail())
+            self._bar.update(self._task, completed=self.stats.done, detail=self._short())
             self._bar.stop()
