@@ -122,7 +122,8 @@ class ScriptedOpenAIServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                with contextlib.suppress(OSError):  # the client may have gone
+                    self.wfile.write(payload)
 
             def _stream(self, body: dict[str, Any], text: str) -> None:
                 self.send_response(200)
