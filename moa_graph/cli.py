@@ -38,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "batch":
             return batch_cli.run(args, _context(args, **batch_cli.call_settings(args)))
+        if args.command == "serve":
+            return _serve(args.host, args.port)
         context = _context(args)
         if args.command == "ask":
             prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
@@ -114,9 +116,16 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON object: answer, proposals, usage"
     )
     commands.add_parser("chat", parents=[common], help="multi-turn chat in the terminal")
-    from moa_graph.batch.cli import add_arguments
-
-    add_arguments(
+    serve = commands.add_parser(
+        "serve",
+        help="serve MoA as an OpenAI-compatible API (needs the 'serve' extra)",
+        description="POST /v1/chat/completions and GET /v1/models on HOST:PORT; model 'moa' "
+        "uses the MOA_* settings. MOA_API_KEY sets a bearer key.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--debug", action="store_true", help="show tracebacks")
+    batch_cli.add_arguments(
         commands.add_parser(
             "batch",
             parents=[common],
@@ -126,6 +135,19 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
     return parser  # fmt: skip
+
+
+def _serve(host: str, port: int) -> int:
+    try:
+        import uvicorn
+
+        from moa_graph.serving.app import app
+    except ImportError as exc:
+        raise MoAConfigError(
+            f"moa-graph serve needs FastAPI and uvicorn ({exc}): pip install 'moa-graph[serve]'"
+        ) from None
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
 
 
 def _context(args: argparse.Namespace, **more: Any) -> MoAContext:

@@ -1,0 +1,12 @@
+"""MoA as an OpenAI-compatible chat completions API (``moa-graph serve``, ``langgraph dev``).
+
+`moa_graph.serving.app.app` is a FastAPI app with ``GET /v1/models``, ``GET /v1/models/{id}``
+and ``POST /v1/chat/completions``; ``langgraph dev`` serves it beside the LangGraph API
+(langgraph.json ``http.app``) and ``moa-graph serve`` runs it with uvicorn. Each request is
+stateless: the whole conversation in, one answer out. Needs the ``serve`` extra (FastAPI,
+uvicorn) outside ``langgraph dev``.
+
+Settings: ``MOA_API_KEY`` (a bearer key; unset = open), ``MOA_MAX_CONCURRENT_REQUESTS``
+(default 16; more get 429), ``MOA_SERVE_HEARTBEAT_S`` (default 0.5), ``MOA_SERVE_ASSISTANTS``
+(default ``studio/assistants.json`` when it exists: its ``moa`` assistants become models).
+"""

@@ -1,0 +1,197 @@
+"""The FastAPI app: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``.
+
+Streaming sends the role chunk at once, empty-delta heartbeats while the proposers run, only
+the aggregator's tokens, one ``finish_reason``, the usage chunk when asked, then ``[DONE]``;
+the graph runs in its own task, cancelled when the client goes (SERVING.md: iterating
+``astream`` inside the response would keep generating after a disconnect, langgraph#5682).
+"""
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import JSONResponse, StreamingResponse
+from langgraph.graph.state import CompiledStateGraph
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
+
+from moa_graph.context import MoAContext
+from moa_graph.errors import MoAConfigError
+from moa_graph.graph import build_moa_graph
+from moa_graph.moa import total_usage
+from moa_graph.serving.catalog import ServedModel, find_model, model_card, served_models
+from moa_graph.serving.errors import APIError, check_key, install_handlers, run_failed
+from moa_graph.serving.requests import ChatRequest, prepare
+from moa_graph.state import InputState
+
+
+def create_app(
+    *,
+    graph: CompiledStateGraph[Any, Any, Any, Any] | None = None,
+    models: dict[str, ServedModel] | None = None,
+) -> FastAPI:
+    """Build the OpenAI-compatible app.
+
+    Args:
+        graph: The compiled MoA graph to run; default ``build_moa_graph().compile()``.
+        models: The model ids served; default `served_models` of ``MOA_SERVE_ASSISTANTS``
+            (or studio/assistants.json in the working directory when it exists).
+
+    Returns:
+        A FastAPI app with ``GET /v1/models``, ``GET /v1/models/{id}`` and
+        ``POST /v1/chat/completions``.
+    """
+    moa: CompiledStateGraph[Any, Any, Any, Any] = graph or build_moa_graph().compile(name="moa")
+    default_file = os.environ.get("MOA_SERVE_ASSISTANTS", "studio/assistants.json")
+    catalog = models if models is not None else served_models(Path(default_file))
+    limit = asyncio.Semaphore(int(os.environ.get("MOA_MAX_CONCURRENT_REQUESTS", "16")))
+    app = FastAPI(title="moa-graph OpenAI-compatible API")
+    router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
+
+    @router.get("/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_card(m).model_dump() for m in catalog.values()]}
+
+    @router.get("/models/{model_id}")
+    async def get_model(model_id: str) -> dict[str, Any]:
+        return model_card(find_model(catalog, model_id)).model_dump()
+
+    @router.post("/chat/completions", response_model=None)
+    async def chat_completions(body: ChatRequest) -> JSONResponse | StreamingResponse:
+        messages, context = prepare(body, find_model(catalog, body.model))
+        if limit.locked():
+            raise APIError(
+                429,
+                "the server is at its limit of concurrent requests; retry later",
+                "requests",
+                code="rate_limit_exceeded",
+            )
+        inputs: InputState = {"messages": messages}  # type: ignore[typeddict-item]
+        if body.stream:
+            return StreamingResponse(
+                _stream(moa, inputs, context, body, limit), media_type="text/event-stream"
+            )
+        async with limit:
+            try:
+                out = await moa.ainvoke(inputs, context=context)
+            except MoAConfigError as exc:
+                raise APIError(400, str(exc), "invalid_request_error", param="moa") from exc
+            except Exception as exc:
+                raise run_failed(exc) from exc
+        completion = ChatCompletion(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            object="chat.completion",
+            created=int(time.time()),
+            model=body.model,
+            usage=_usage(out),
+            choices=[
+                Choice(
+                    index=0,
+                    finish_reason="stop",
+                    message=ChatCompletionMessage(
+                        role="assistant", content=out["messages"][-1].text
+                    ),
+                )
+            ],
+        )
+        return JSONResponse(completion.model_dump(exclude_none=True))
+
+    app.include_router(router)
+    install_handlers(app)
+    return app
+
+
+async def _stream(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    inputs: InputState,
+    context: MoAContext,
+    body: ChatRequest,
+    limit: asyncio.Semaphore,
+) -> AsyncIterator[str]:
+    """The SSE events of one streamed completion."""
+    chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    heartbeat_s = float(os.environ.get("MOA_SERVE_HEARTBEAT_S", "0.5"))
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def chunk(delta: ChoiceDelta, finish: Any = None, usage: Any = None) -> str:
+        choices = [] if usage else [ChunkChoice(index=0, delta=delta, finish_reason=finish)]
+        event = ChatCompletionChunk(
+            id=chunk_id,
+            object="chat.completion.chunk",
+            created=created,
+            model=body.model,
+            choices=choices,
+            usage=usage,
+        )
+        return f"data: {event.model_dump_json(exclude_none=True)}\n\n"
+
+    async def pump() -> None:
+        try:
+            async for mode, part in graph.astream(
+                inputs, context=context, stream_mode=["messages", "values"]
+            ):
+                await queue.put((mode, part))
+            await queue.put(("done", None))
+        except Exception as exc:
+            await queue.put(("error", exc))
+
+    await limit.acquire()
+    task = asyncio.create_task(pump())
+    final: dict[str, Any] = {}
+    try:
+        yield chunk(ChoiceDelta(role="assistant", content=""))
+        while True:
+            try:
+                mode, part = await asyncio.wait_for(queue.get(), heartbeat_s)
+            except TimeoutError:
+                yield chunk(ChoiceDelta())  # keeps clients with a chunk timeout waiting
+                continue
+            if mode == "messages":
+                message, metadata = part
+                if metadata.get("langgraph_node") == "aggregator" and message.text:
+                    yield chunk(ChoiceDelta(content=message.text))
+            elif mode == "values":
+                final = part
+            elif mode == "error":
+                error = (
+                    APIError(400, str(part), "invalid_request_error", param="moa")
+                    if isinstance(part, MoAConfigError)
+                    else run_failed(part)
+                )
+                yield f"data: {json.dumps(error.body())}\n\n"
+                return
+            else:
+                break
+        yield chunk(ChoiceDelta(), finish="stop")
+        if (body.stream_options or {}).get("include_usage"):
+            yield chunk(ChoiceDelta(), usage=_usage(final))
+        yield "data: [DONE]\n\n"
+    finally:
+        task.cancel()  # the client may be gone: no model call after that
+        limit.release()
+
+
+def _usage(out: dict[str, Any]) -> CompletionUsage:
+    """The sum over every model call of the run: proposers and aggregator."""
+    aggregation = out.get("aggregation") or {}
+    usage = total_usage(
+        [*(p["usage"] for p in out.get("proposals", [])), aggregation.get("usage")]
+    ) or {"input_tokens": 0, "output_tokens": 0}
+    return CompletionUsage(
+        prompt_tokens=usage["input_tokens"],
+        completion_tokens=usage["output_tokens"],
+        total_tokens=usage["input_tokens"] + usage["output_tokens"],
+    )
+
+
+app = create_app()
+"""The app ``langgraph dev`` loads (langgraph.json ``http.app``) and ``moa-graph serve`` runs."""

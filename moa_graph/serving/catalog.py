@@ -1,0 +1,95 @@
+"""The models the API serves: ``moa``, one per preset, one per saved Studio assistant."""
+
+import dataclasses
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from openai.types import Model
+
+from moa_graph.context import MoAContext
+from moa_graph.presets import PRESET_DESCRIPTIONS, PRESETS
+from moa_graph.serving.errors import APIError
+
+CREATED = int(time.time())
+PRESET_MODEL_IDS = {name: "moa-paper" if name == "moa" else name for name in PRESETS}
+"""Preset names as model ids: the preset ``moa`` is ``moa-paper``, since ``moa`` is the
+default settings."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model id of the API: MoA settings (a preset, or an assistant's saved context)."""
+
+    id: str
+    description: str
+    preset: str | None = None
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def context(self, overrides: dict[str, Any]) -> MoAContext:
+        """Return the settings with the request's ``moa`` object on top.
+
+        Raises:
+            MoAConfigError: An override is invalid.
+        """
+        if self.preset is not None:
+            return MoAContext.preset(self.preset, **overrides)
+        return MoAContext(**{**self.settings, **overrides})
+
+
+def served_models(assistants: Path | None = None) -> dict[str, ServedModel]:
+    """Return the models: ``moa`` (default settings), one per preset, one per saved assistant.
+
+    Args:
+        assistants: A studio/assistants.json file; each ``moa`` assistant becomes a model whose
+            id is its name in lower case with dashes (``"Vote (local)"`` is ``vote-local``).
+    """
+    models = {"moa": ServedModel("moa", "MoA with the server's default settings (MOA_*)")}
+    for preset, model_id in PRESET_MODEL_IDS.items():
+        models[model_id] = ServedModel(model_id, PRESET_DESCRIPTIONS[preset], preset=preset)
+    if assistants is not None and assistants.is_file():
+        for entry in json.loads(assistants.read_text()):
+            # A run paused for review needs a thread; the API is stateless.
+            if entry.get("graph_id") == "moa" and not entry["context"].get("review"):
+                model_id = re.sub(r"[^a-z0-9]+", "-", entry["name"].lower()).strip("-")
+                models[model_id] = ServedModel(
+                    model_id, entry.get("description", ""), settings=entry["context"]
+                )
+    return models
+
+
+def model_card(served: ServedModel) -> Model:
+    """Return the openai `Model` object of a served model."""
+    return Model(id=served.id, created=CREATED, object="model", owned_by="moa-graph")
+
+
+def _find(catalog: dict[str, ServedModel], model_id: str) -> ServedModel:
+    if model_id not in catalog:
+        raise APIError(
+            404,
+            f"The model {model_id!r} does not exist; GET /v1/models lists them",
+            "invalid_request_error",
+            param="model",
+            code="model_not_found",
+        )
+    return catalog[model_id]
+
+
+def find_model(catalog: dict[str, ServedModel], model_id: str) -> ServedModel:
+    """Return the served model `model_id`.
+
+    Raises:
+        APIError: 404 ``model_not_found``.
+    """
+    if model_id not in catalog:
+        raise APIError(
+            404,
+            f"The model {model_id!r} does not exist; GET /v1/models lists them",
+            "invalid_request_error",
+            param="model",
+            code="model_not_found",
+        )
+    return catalog[model_id]
