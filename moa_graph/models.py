@@ -87,6 +87,9 @@ def _load(
     }
     if provider in (LOCAL_PROVIDER, "openai"):
         kwargs["max_retries"] = 0  # MoAContext.retries retries; the SDK's would multiply them
+        # langchain-openai asks a server other than api.openai.com for the token usage of a
+        # streamed answer only when told to; servers that ignore it (llama.cpp) send none.
+        kwargs.setdefault("stream_usage", True)
     if provider == LOCAL_PROVIDER:
         kwargs.update(model_provider="openai", base_url=local_base_url(model), api_key="local")
         model = Path(model).stem  # the server's alias: "smollm2", or a GGUF file's name

@@ -140,6 +140,12 @@ class ScriptedOpenAIServer:
                         "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
                     }
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+                    chunk = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk",
+                             "created": int(time.time()), "model": body["model"],
+                             "choices": [], "usage": usage}  # fmt: skip
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.write(b"data: [DONE]\n\n")
 
             def log_message(self, format: str, *args: Any) -> None:

@@ -132,7 +132,7 @@ async def _stream(
             choices=choices,
             usage=usage,
         )
-        return f"data: {event.model_dump_json(exclude_none=True)}\n\n"
+        return f"data: {event.model_dump_json(exclude_unset=True)}\n\n"
 
     async def pump() -> None:
         try:

@@ -67,7 +67,7 @@ def prepare(body: ChatRequest, served: ServedModel) -> tuple[list[BaseMessage], 
     for i, message in enumerate(body.messages):
         _check_message(i, message)
     try:
-        messages = convert_to_messages(body.messages)
+        messages = convert_to_messages([_plain(m) for m in body.messages])
     except (ValueError, TypeError, NotImplementedError) as exc:
         raise APIError(400, f"messages: {exc}", "invalid_request_error", param="messages") from exc
     try:
@@ -114,3 +114,11 @@ def _check_message(i: int, message: dict[str, Any]) -> None:
             "invalid_request_error",
             param=f"messages[{i}].content",
         )
+
+
+def _plain(message: dict[str, Any]) -> dict[str, Any]:
+    """Join a message's text parts into one text, as some OpenAI-compatible servers need."""
+    content = message.get("content")
+    if isinstance(content, list):
+        return {**message, "content": "".join(part.get("text", "") for part in content)}
+    return message

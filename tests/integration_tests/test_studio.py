@@ -18,15 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
+from langchain_openai import ChatOpenAI
 from langgraph_sdk import get_client
 
+from moa_graph.local_server import local_base_url
 from studio.create_assistants import save_assistants
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parents[2]
 MOA_NODES = {"layer", "proposer", "collect_references", "aggregator"}
+API_KEY = "studio-test-key"
 
 
 def free_port() -> int:
@@ -52,9 +56,11 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     config = json.loads((ROOT / "langgraph.json").read_text())
     config["dependencies"] = [str(ROOT)]
     config["graphs"] = {name: str(ROOT / path) for name, path in config["graphs"].items()}
+    assert config["http"]["app"] == "moa_graph.serving.app:app"  # module form: imported once
     (workdir / "langgraph.json").write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGSMITH_", "MOA_"))}
-    env.update(LANGGRAPH_CLI_NO_ANALYTICS="1", LANGSMITH_TRACING="false")
+    env.update(LANGGRAPH_CLI_NO_ANALYTICS="1", LANGSMITH_TRACING="false", MOA_API_KEY=API_KEY,
+               MOA_SERVE_ASSISTANTS=str(ROOT / "studio" / "assistants.json"))  # fmt: skip
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     repo_state_before = (ROOT / ".langgraph_api").exists()
@@ -249,3 +255,26 @@ async def test_review_pauses_the_run_in_studio_and_resumes_with_a_decision(serve
     assert done["aggregation"]["reviewed"] is True and done["messages"][-1]["content"].strip()
     assert [p["index"] for p in done["proposals"] if p["selected"]] == [keep]
     assert sum(p["status"] == "cancelled" for p in done["proposals"]) <= 2
+
+
+async def test_the_openai_compatible_api_is_served_beside_studio(server: str) -> None:
+    api = openai.AsyncOpenAI(base_url=f"{server}/v1", api_key=API_KEY)
+    ids = [m.id async for m in api.models.list()]
+    assert {"moa", "vote", "moa-lite", "vote-local"} <= set(ids)
+    assert "fast-moa-with-review-local" not in ids  # review needs a thread; the API has none
+    with pytest.raises(openai.AuthenticationError):
+        await openai.AsyncOpenAI(base_url=f"{server}/v1", api_key="wrong").models.list()
+    # Studio's own API answers, with no key: the key guards only /v1.
+    assert await get_client(url=server).assistants.search(graph_id="moa")
+
+    question = [{"role": "user", "content": "Name a primary colour."}]
+    done = await api.chat.completions.create(
+        model="moa", messages=question, max_tokens=24, extra_body={"moa": {"max_tokens": 24}}
+    )
+    assert done.model == "moa" and done.choices[0].finish_reason == "stop"
+    assert done.choices[0].message.content.strip()
+    one = await ChatOpenAI(base_url=local_base_url("smollm2"), api_key="x", model="smollm2",
+                           max_tokens=1).ainvoke(question)  # fmt: skip
+    # usage counts every call: at least the three proposers, each reading the question
+    assert done.usage.prompt_tokens >= 3 * one.usage_metadata["input_tokens"]
+    assert done.usage.completion_tokens > 0
