@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from langchain_core.messages import convert_to_messages
 from langgraph.cache.sqlite import SqliteCache
@@ -84,6 +84,89 @@ class StopRule:
         )
 
 
+class LocalPairs:
+    """Runs (row, sample) pairs on this process's event loop, with one compiled graph."""
+
+    def __init__(
+        self,
+        graph: CompiledStateGraph[Any, Any, Any, Any],
+        context: MoAContext,
+        prices: Prices | None = None,
+    ):
+        self.graph, self.context, self.prices = graph, context, prices
+
+    async def run(self, row: Row, sample: int, key: str) -> dict[str, Any]:
+        """Run one pair and return its record."""
+        return await run_pair(self.graph, self.context, self.prices, row, sample, key)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class PairExecutor(Protocol):
+    """Where pairs run: `LocalPairs`, or `moa_graph.batch.ray_executor.RayPairs`."""
+
+    async def run(self, row: Row, sample: int, key: str) -> dict[str, Any]:
+        """Run one pair and return its record; never raise for the pair itself."""
+        ...
+
+    def close(self) -> None:
+        """Release what the executor holds (actors, a cluster it started)."""
+        ...
+
+
+async def run_pair(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    context: MoAContext,
+    prices: Prices | None,
+    row: Row,
+    sample: int,
+    key: str,
+) -> dict[str, Any]:
+    """Run MoA once for (row, sample) and return its record; a failure is an error record.
+
+    The run's seed derives from `key`, so the same pair asks the same calls wherever it runs.
+    """
+    context = dataclasses.replace(context, seed=int(key[:8], 16) % SEED_RANGE)
+    start = time.perf_counter()
+    try:
+        if row.error is not None:
+            raise MoAConfigError(row.error)
+        messages = convert_to_messages(row.messages)
+        out = await graph.ainvoke({"messages": messages}, context=context)
+    except Exception as exc:
+        return error_record(row, sample, key, exc, _since(start))
+    proposals, aggregation = out.get("proposals", []), out.get("aggregation")
+    by_model = usage_by_model(proposals, aggregation)
+    return {
+        **_record_base(row, sample, key),
+        "answer": out["messages"][-1].text,
+        "status": "ok",
+        "error": None,
+        "proposals": proposals,
+        "aggregation": aggregation,
+        "usage": total_usage(by_model.values()),
+        "usage_by_model": by_model,
+        "cost_usd": cost_of(by_model, prices),
+        "latency_s": _since(start),
+    }
+
+
+def error_record(
+    row: Row, sample: int, key: str, error: BaseException, latency_s: float
+) -> dict[str, Any]:
+    """Return the record of a pair that failed with `error`."""
+    return {**_record_base(row, sample, key), **_error_fields(error), "latency_s": latency_s}
+
+
+def _record_base(row: Row, sample: int, key: str) -> dict[str, Any]:
+    base: dict[str, Any] = {"id": row.id, "row": row.index, "sample": sample, "key": key}
+    base.update({"prompt": row.prompt} if row.prompt is not None else {})
+    base.update({"messages": row.messages} if row.prompt is None else {})
+    base.update(row.columns)
+    return base
+
+
 class BatchRunner:
     """One batch: settings, output and statistics; `run` yields records as rows finish.
 
@@ -100,6 +183,8 @@ class BatchRunner:
         prices: USD per million input and output tokens by model label, for ``cost_usd``;
             a call of a model without a price makes the cost unknown (None), never a guess.
         stop: When to stop early.
+        executor: Where pairs run; default `LocalPairs` on `graph`. The caller closes an
+            executor it passes (e.g. `moa_graph.batch.ray_executor.RayPairs`).
 
     Raises:
         MoAConfigError: `output` holds rows made with other settings, or a bad argument.
@@ -117,6 +202,7 @@ class BatchRunner:
         retry_failed: bool = False,
         prices: Prices | None = None,
         stop: StopRule | None = None,
+        executor: PairExecutor | None = None,
     ):
         if samples < 1 or concurrency < 1:
             raise MoAConfigError("samples and concurrency must be whole numbers >= 1")
@@ -142,9 +228,17 @@ class BatchRunner:
                 self.store.drop(failed)
             else:
                 self._done |= failed
-        self.graph: CompiledStateGraph[Any, Any, Any, Any] = graph or build_moa_graph(
-            proposer_cache=proposer_cache_policy()
-        ).compile(cache=SqliteCache(path=str(self.store.cache)) if self.store else None)
+        self._owns_executor = executor is None
+        self.executor: PairExecutor = executor or LocalPairs(
+            self._graph(graph), self.context, prices
+        )
+
+    def _graph(
+        self, graph: CompiledStateGraph[Any, Any, Any, Any] | None
+    ) -> CompiledStateGraph[Any, Any, Any, Any]:
+        return graph or build_moa_graph(proposer_cache=proposer_cache_policy()).compile(
+            cache=SqliteCache(path=str(self.store.cache)) if self.store else None
+        )
 
     def pair_key(self, row: Row, sample: int) -> str:
         """Return the key of one (row, sample): a hash of its input, the settings, the sample."""
@@ -175,7 +269,7 @@ class BatchRunner:
 
         async def work() -> None:
             while (job := await jobs.get()) is not None:
-                await finished.put(await self._run_pair(*job))
+                await finished.put(await self.executor.run(*job))
             await finished.put(None)
 
         tasks = [asyncio.create_task(produce())]
@@ -201,36 +295,8 @@ class BatchRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.store is not None:
                 self.store.close()
-
-    async def _run_pair(self, row: Row, sample: int, key: str) -> dict[str, Any]:
-        seed = int(key[:8], 16) % SEED_RANGE
-        context = dataclasses.replace(self.context, seed=seed)
-        start = time.perf_counter()
-        base: dict[str, Any] = {"id": row.id, "row": row.index, "sample": sample, "key": key}
-        base.update({"prompt": row.prompt} if row.prompt is not None else {})
-        base.update({"messages": row.messages} if row.prompt is None else {})
-        base.update(row.columns)
-        try:
-            if row.error is not None:
-                raise MoAConfigError(row.error)
-            messages = convert_to_messages(row.messages)
-            out = await self.graph.ainvoke({"messages": messages}, context=context)
-        except Exception as exc:
-            return {**base, **_error_fields(exc), "latency_s": _since(start)}
-        proposals, aggregation = out.get("proposals", []), out.get("aggregation")
-        by_model = usage_by_model(proposals, aggregation)
-        return {
-            **base,
-            "answer": out["messages"][-1].text,
-            "status": "ok",
-            "error": None,
-            "proposals": proposals,
-            "aggregation": aggregation,
-            "usage": total_usage(by_model.values()),
-            "usage_by_model": by_model,
-            "cost_usd": cost_of(by_model, self.prices),
-            "latency_s": _since(start),
-        }
+            if self._owns_executor:
+                self.executor.close()
 
     def _count(self, record: dict[str, Any]) -> None:
         if record["status"] == "ok":
@@ -337,7 +403,7 @@ def planned_calls(context: MoAContext, layer_sizes: list[int]) -> int:
     return sum(layer_sizes) + aggregator.get(context.aggregator_mode, 1)
 
 
-def _error_fields(error: Exception) -> dict[str, Any]:
+def _error_fields(error: BaseException) -> dict[str, Any]:
     layer = model = None
     proposals: list[Any] = []
     if isinstance(error, ProposerQuorumError):
