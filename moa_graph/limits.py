@@ -18,11 +18,11 @@ import collections
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.rate_limiters import InMemoryRateLimiter
+from langchain_core.rate_limiters import BaseRateLimiter, InMemoryRateLimiter
 from tenacity import RetryCallState, wait_exponential_jitter
 
 from moa_graph.state import Usage
@@ -107,7 +107,7 @@ class Admission:
         max_tokens: The call's output limit, for the token estimate.
     """
 
-    requests: InMemoryRateLimiter | None = None
+    requests: BaseRateLimiter | None = None
     tokens: TokenBudget | None = None
     server: str | None = None
     max_tokens: int = 0
@@ -154,7 +154,16 @@ class Admission:
         return reserved
 
 
-_limiters: dict[tuple[str, float], InMemoryRateLimiter] = {}
+def in_memory_limiter(key: str, per_minute: float) -> BaseRateLimiter:
+    """The default request limiter: LangChain's, for this process (the bucket starts empty)."""
+    return InMemoryRateLimiter(
+        requests_per_second=per_minute / 60, check_every_n_seconds=min(0.05, 30 / per_minute)
+    )
+
+
+LimiterFactory = Callable[[str, float], BaseRateLimiter]
+_limiter_factory: LimiterFactory = in_memory_limiter
+_limiters: dict[tuple[str, float], BaseRateLimiter] = {}
 _budgets: dict[tuple[str, int], TokenBudget] = {}
 _LoopSlots = dict[str, asyncio.Semaphore]
 _async_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSlots]" = (
@@ -189,18 +198,28 @@ def admission_for(
         requests = None
         if rate_key is not None:
             per_minute = float(rpm[rate_key])
-            requests = _limiters.setdefault(
-                (rate_key, per_minute),
-                InMemoryRateLimiter(
-                    requests_per_second=per_minute / 60,
-                    check_every_n_seconds=min(0.05, 30 / per_minute),
-                ),
-            )
+            requests = _limiters.get((rate_key, per_minute))
+            if requests is None:
+                requests = _limiters[(rate_key, per_minute)] = _limiter_factory(
+                    rate_key, per_minute
+                )
         tokens = None
         if token_key is not None:
             budget = int(tpm[token_key])
             tokens = _budgets.setdefault((token_key, budget), TokenBudget(budget))
     return Admission(requests=requests, tokens=tokens, server=server, max_tokens=max_tokens)
+
+
+def use_limiter_factory(factory: LimiterFactory) -> None:
+    """Make request limiters with `factory(key, per_minute)` from now on in this process.
+
+    Ray workers use it to share one limiter per key across a cluster
+    (`moa_graph.batch.ray_executor`).
+    """
+    global _limiter_factory
+    with _registry_lock:
+        _limiter_factory = factory
+        _limiters.clear()
 
 
 def _server_slot(server: str) -> asyncio.Semaphore:

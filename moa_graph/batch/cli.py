@@ -9,6 +9,7 @@ import asyncio
 import datetime
 import itertools
 import json
+import math
 import platform
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any
 
 from moa_graph.batch.progress import Progress
 from moa_graph.batch.rows import Fields, Row, read_rows
-from moa_graph.batch.runner import BatchRunner, StopRule, planned_calls
+from moa_graph.batch.runner import BatchRunner, PairExecutor, StopRule, planned_calls
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.moa import total_usage
@@ -73,6 +74,20 @@ def add_arguments(batch: argparse.ArgumentParser) -> None:
     )
     add("--dry-run", action="store_true", help="count calls and estimate tokens and cost")
     add("--no-progress", action="store_true", help="no progress display")
+    add(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the rows on Ray actors: no ADDRESS starts a local cluster, 'auto' or "
+        "'ray://HOST:PORT' joins one (needs the 'ray' extra)",
+    )
+    add("--ray-actors", type=int, help="Ray actors (default: the cluster's CPUs)")
+    add(
+        "--ray-shared-limits",
+        action="store_true",
+        help="one --rpm limiter for the whole cluster instead of a share per actor",
+    )
 
 
 def call_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,14 +118,20 @@ def run(args: argparse.Namespace, context: MoAContext) -> int:
         print(json.dumps(_dry_run(context, rows, args.samples, prices), indent=2))
         return 0
     stop = StopRule(max_failures=0) if args.fail_fast else _stop_rule(args.max_failures)
-    runner = BatchRunner(
-        context=context, samples=args.samples, concurrency=args.concurrency,
-        output=args.output, retry_failed=args.retry_failed, prices=prices, stop=stop,
-    )  # fmt: skip
-    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    pairs = None if total is None else total * args.samples
-    with Progress(runner.stats, pairs, enabled=not args.no_progress) as progress:
-        asyncio.run(_consume(runner, rows, progress))
+    executor = _ray_executor(args, context, prices) if args.ray else None
+    try:
+        runner = BatchRunner(
+            context=context, samples=args.samples, concurrency=args.concurrency,
+            output=args.output, retry_failed=args.retry_failed, prices=prices, stop=stop,
+            executor=executor,
+        )  # fmt: skip
+        started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        pairs = None if total is None else total * args.samples
+        with Progress(runner.stats, pairs, enabled=not args.no_progress) as progress:
+            asyncio.run(_consume(runner, rows, progress))
+    finally:
+        if executor is not None:
+            executor.close()
     assert runner.store is not None
     counts = _write_manifest(runner, args, started)
     stats = runner.stats
@@ -126,6 +147,21 @@ def run(args: argparse.Namespace, context: MoAContext) -> int:
         return 1
     tolerated = stop.max_failures is not None or stop.max_failure_rate is not None
     return 1 if counts["error"] and not tolerated else 0
+
+
+def _ray_executor(
+    args: argparse.Namespace, context: MoAContext, prices: dict[str, Any] | None
+) -> PairExecutor:
+    try:
+        from moa_graph.batch.ray_executor import RayPairs
+    except ImportError as exc:
+        raise MoAConfigError(f"--ray needs Ray ({exc}): pip install 'moa-graph[ray]'") from None
+    actors = args.ray_actors
+    per_actor = math.ceil(args.concurrency / actors) if actors else 64
+    return RayPairs(
+        context, prices, address=None if args.ray == "local" else args.ray, actors=actors,
+        per_actor=per_actor, shared_limits=args.ray_shared_limits,
+    )  # fmt: skip
 
 
 async def _consume(runner: BatchRunner, rows: Iterator[Row], progress: Progress) -> None:
