@@ -138,7 +138,8 @@ def test_a_killed_driver_is_resumed_with_every_row_once(
     env.update(OPENAI_API_KEY="test", OPENAI_BASE_URL=upstream.url, MOA_RETRIES="0",
                MOA_PROPOSERS="openai:p,openai:p", MOA_AGGREGATOR="openai:agg")  # fmt: skip
     argv = [sys.executable, "-m", "moa_graph.cli", "batch", str(source), "-o", str(output),
-            "--ray", cluster, "--ray-actors", "2", "--concurrency", "16", "--no-progress"]  # fmt: skip
+            "--ray", cluster, "--ray-actors", "2", "--concurrency", "16",
+            "--no-progress"]  # fmt: skip
     driver = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not output.exists() or len(output.read_text().splitlines()) < 100:
