@@ -7,24 +7,63 @@ fraction of ideal for `BatchRunner` (records written to a JSONL file) and for
 ``graph.abatch(..., config={"max_concurrency": N})`` on the same graph, in the same process.
 Note that ``max_concurrency`` also caps each run's own proposer fan-out (BATCH.md).
 Targets: the batch within 5% of the bare run; at least 0.95 of ideal at 64 in flight.
+With ``--ray`` it also runs the batch on Ray actors of a local cluster (one per CPU, each
+building the same simulated graph) and reports their fraction of ideal.
 
     python benchmarks/batch_throughput.py [--rows 1024] [--latency-s 1.0] [--in-flight 64 256]
+    python benchmarks/batch_throughput.py --ray --in-flight 128 512
 """
 
 import argparse
 import asyncio
+import functools
 import json
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from critical_path import SleepingChatModel
 from langchain_core.messages import HumanMessage
+from langgraph.graph.state import CompiledStateGraph
 
 from moa_graph import MoAContext, build_moa_graph
 from moa_graph.batch import BatchRunner
 from moa_graph.batch.rows import to_row
+
+
+def sleeping_graph(latency_s: float) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The benchmark's graph: 3 proposers and an aggregator that each sleep `latency_s`."""
+    proposers = [SleepingChatModel(latency_s=latency_s) for _ in range(3)]
+    aggregator = SleepingChatModel(latency_s=latency_s)
+    return build_moa_graph(proposers=proposers, aggregator=aggregator).compile()
+
+
+async def run_on_ray(
+    context: MoAContext, prompts: list[str], in_flight: int, latency_s: float
+) -> float:
+    """Run the batch on Ray actors (one per CPU); return its wall time after the actors start."""
+    from moa_graph.batch.ray_executor import RayPairs
+
+    actors = os.cpu_count() or 1  # a local cluster has one CPU per core
+    executor = RayPairs(
+        context, actors=actors, per_actor=math.ceil(in_flight / actors),
+        graph_factory=functools.partial(sleeping_graph, latency_s),
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}},
+    )  # fmt: skip
+    try:
+        warm_up = BatchRunner(context=context, concurrency=actors, executor=executor)
+        [_ async for _ in warm_up.run([to_row(i, "warm-up") for i in range(actors)])]
+        start = time.perf_counter()
+        rows = (to_row(i, p) for i, p in enumerate(prompts))
+        runner = BatchRunner(context=context, concurrency=in_flight, executor=executor)
+        count = sum([1 async for _ in runner.run(rows)])
+        assert count == len(prompts) and runner.stats.failed == 0
+        return time.perf_counter() - start
+    finally:
+        executor.close()
 
 
 async def main() -> None:
@@ -32,10 +71,9 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=1024)
     parser.add_argument("--latency-s", type=float, default=1.0)
     parser.add_argument("--in-flight", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--ray", action="store_true", help="also run on Ray actors")
     args = parser.parse_args()
-    proposers = [SleepingChatModel(latency_s=args.latency_s) for _ in range(3)]
-    aggregator = SleepingChatModel(latency_s=args.latency_s)
-    graph = build_moa_graph(proposers=proposers, aggregator=aggregator).compile()
+    graph = sleeping_graph(args.latency_s)
     context = MoAContext(proposer_timeout_s=600)
     prompts = [f"question {i}" for i in range(args.rows)]
     results = []
@@ -55,17 +93,19 @@ async def main() -> None:
         start = time.perf_counter()
         await graph.abatch(inputs, {"max_concurrency": in_flight}, context=context)
         bare_s = time.perf_counter() - start
-        results.append(
-            {
-                "rows_in_flight": in_flight,
-                "ideal_s": ideal,
-                "batch_s": round(batch_s, 2),
-                "batch_fraction_of_ideal": round(ideal / batch_s, 3),
-                "bare_abatch_s": round(bare_s, 2),
-                "bare_fraction_of_ideal": round(ideal / bare_s, 3),
-                "batch_vs_bare": round(batch_s / bare_s, 3),
-            }
-        )
+        result = {
+            "rows_in_flight": in_flight,
+            "ideal_s": ideal,
+            "batch_s": round(batch_s, 2),
+            "batch_fraction_of_ideal": round(ideal / batch_s, 3),
+            "bare_abatch_s": round(bare_s, 2),
+            "bare_fraction_of_ideal": round(ideal / bare_s, 3),
+            "batch_vs_bare": round(batch_s / bare_s, 3),
+        }
+        if args.ray:
+            ray_s = await run_on_ray(context, prompts, in_flight, args.latency_s)
+            result.update(ray_s=round(ray_s, 2), ray_fraction_of_ideal=round(ideal / ray_s, 3))
+        results.append(result)
     print(json.dumps({"rows": args.rows, "latency_s": args.latency_s, "runs": results}, indent=2))
 
 
