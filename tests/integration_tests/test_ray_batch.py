@@ -172,3 +172,52 @@ def test_embedded_model_on_ray(tmp_path: Path) -> None:
     assert done.stdout == ""
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(records) == 3 and all(r["status"] == "ok" and r["answer"] for r in records)
+
+
+async def test_a_dead_worker_makes_error_rows_that_retry_failed_redoes(
+    cluster, context, upstream, tmp_path
+) -> None:
+    output = str(tmp_path / "out.jsonl")
+    items = [f"slow q{i}" for i in range(120)]
+    upstream.delay_s = 0.1
+    executor = RayPairs(context, actors=2, per_actor=8)
+    try:
+        runner = BatchRunner(context=context, concurrency=16, output=output, executor=executor)
+        rows = [row_or_error(i, item) for i, item in enumerate(items)]
+        killed = False
+        async for _ in runner.run(rows):
+            if not killed and runner.stats.ok >= 20:
+                ray.kill(executor._actors[0], no_restart=False)  # Ray restarts it
+                killed = True
+        died = [json.loads(line) for line in Path(output).read_text().splitlines()]
+        died = [r for r in died if r["status"] == "error"]
+        assert died and all(r["error"]["type"] == "WorkerDied" for r in died)
+        again = BatchRunner(context=context, output=output, retry_failed=True, executor=executor)
+        await collect(again, items)
+    finally:
+        upstream.delay_s = 0.02
+        executor.close()
+    assert again.stats.ok == len(died) and again.stats.skipped == 120 - len(died)
+    records = [json.loads(line) for line in Path(output).read_text().splitlines()]
+    assert sorted(r["row"] for r in records) == list(range(120))  # each row exactly once
+    assert all(r["status"] == "ok" for r in records)
+
+
+async def test_shared_rate_limit_holds_across_actors(cluster, upstream) -> None:
+    url = {"base_url": upstream.url}
+    shared = MoAContext(
+        proposers=[ModelSpec(model="openai:p", n=2, model_kwargs=url)],
+        aggregator=ModelSpec(model="openai:agg", model_kwargs=url),
+        rpm={"openai": 600},
+    )
+    before = len(upstream.arrivals)
+    executor = RayPairs(shared, actors=2, per_actor=8, shared_limits=True)
+    try:
+        records = await collect(BatchRunner(context=shared, concurrency=16, executor=executor),
+                                [f"rate q{i}" for i in range(20)])  # fmt: skip
+    finally:
+        executor.close()
+    assert all(r["status"] == "ok" for r in records.values())
+    arrivals = upstream.arrivals[before:]
+    rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    assert len(arrivals) == 60 and abs(rate - 10) <= 1.0, rate  # one limit for both actors
