@@ -212,13 +212,14 @@ class ModelSource:
         calls = []
         for i, spec in enumerate(ctx.proposer_specs(layer)):
             model = _from_spec(spec, ctx, streaming=False)
+            admission = _admission(spec, ctx)
             for sample in range(spec.n):
                 calls.append(
                     ModelCallSpec(
                         spec.name, model, spec=i, sample=sample, samples=spec.n,
                         seeded=accepts_seed(model),
                         timeout_s=spec.timeout_s or ctx.proposer_timeout_s,
-                        system_prompt=spec.system_prompt, admission=_admission(spec, ctx),
+                        system_prompt=spec.system_prompt, admission=admission,
                     )
                 )  # fmt: skip
         return calls

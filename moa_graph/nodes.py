@@ -116,9 +116,9 @@ class MoANodes:
 
     def proposer(self, task: ProposerTask) -> Update:
         """Call one proposer (sync form); a failure becomes a record with its error."""
-        ctx, call = _context(), self._call_of(task)
+        ctx, call, branches = self._branch(task)
         model, messages, config = self._proposer_call(task, call)
-        with self._gate(ctx, task) as gate:
+        with self._gate(ctx, task, branches) as gate:
             record = call_proposer_sync(
                 model, task, messages, config, policy=_policy(ctx, call), gate=gate
             )
@@ -126,9 +126,9 @@ class MoANodes:
 
     async def aproposer(self, task: ProposerTask) -> Update:
         """Call one proposer (async form); a failure becomes a record with its error."""
-        ctx, call = _context(), self._call_of(task)
+        ctx, call, branches = self._branch(task)
         model, messages, config = self._proposer_call(task, call)
-        with self._gate(ctx, task) as gate:
+        with self._gate(ctx, task, branches) as gate:
             record = await call_proposer(
                 model, task, messages, config, policy=_policy(ctx, call), gate=gate
             )
@@ -183,8 +183,11 @@ class MoANodes:
         except Exception as exc:
             raise _aggregator_error(agg, exc, state) from exc
 
-    def _call_of(self, task: ProposerTask) -> ModelCallSpec:
-        return self.models.proposers(_context(), task["layer"])[task["index"]]
+    def _branch(self, task: ProposerTask) -> tuple[MoAContext, ModelCallSpec, int]:
+        """The context, this branch's model call, and how many calls its layer has."""
+        ctx = _context()
+        calls = self.models.proposers(ctx, task["layer"])
+        return ctx, calls[task["index"]], len(calls)
 
     def _proposer_call(
         self, task: ProposerTask, call: ModelCallSpec
@@ -203,12 +206,13 @@ class MoANodes:
         return model, with_system_prompt(task["messages"], call.system_prompt), config
 
     @contextlib.contextmanager
-    def _gate(self, ctx: MoAContext, task: ProposerTask) -> Iterator[LayerGate | None]:
+    def _gate(
+        self, ctx: MoAContext, task: ProposerTask, branches: int
+    ) -> Iterator[LayerGate | None]:
         """The layer's straggler cut-off while this branch runs, or None without first_k."""
         if task["gate"] is None or ctx.first_k is None:
             yield None
             return
-        branches = len(self.models.proposers(ctx, task["layer"]))
         with layer_gate(task["gate"], ctx.first_k, ctx.straggler_grace_s, branches) as gate:
             yield gate
 

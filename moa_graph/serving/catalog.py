@@ -66,18 +66,6 @@ def model_card(served: ServedModel) -> Model:
     return Model(id=served.id, created=CREATED, object="model", owned_by="moa-graph")
 
 
-def _find(catalog: dict[str, ServedModel], model_id: str) -> ServedModel:
-    if model_id not in catalog:
-        raise APIError(
-            404,
-            f"The model {model_id!r} does not exist; GET /v1/models lists them",
-            "invalid_request_error",
-            param="model",
-            code="model_not_found",
-        )
-    return catalog[model_id]
-
-
 def find_model(catalog: dict[str, ServedModel], model_id: str) -> ServedModel:
     """Return the served model `model_id`.
 

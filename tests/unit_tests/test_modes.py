@@ -4,7 +4,7 @@ import asyncio
 import re
 
 import pytest
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
@@ -312,17 +312,6 @@ async def test_review_without_a_checkpointer_is_a_clear_error() -> None:
     with pytest.raises(MoAConfigError, match=r"review=True .* needs a checkpointer"):
         await run(models, ScriptedChatModel(), review=True)
     assert models[0].calls == []
-
-
-async def test_spec_system_prompt_is_a_role_for_instances_context_order() -> None:
-    messages = [SystemMessage("Be brief."), HumanMessage("q")]
-    models = proposers("x")
-    aggregator = ScriptedChatModel()
-    graph = build_moa_graph(proposers=models, aggregator=aggregator).compile()
-    await graph.ainvoke({"messages": messages}, context={"rounds": 2})
-    assert models[0].calls[1][0].content == (
-        "Be brief.\n\n" + AGGREGATE_AND_SYNTHESIZE_PROMPT + "\n1. x"
-    )
 
 
 @pytest.mark.parametrize("sync", [True, False])
