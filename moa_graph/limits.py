@@ -9,8 +9,8 @@ once it is admitted, so time queued behind moa-graph's own limits never counts a
 Retries (``MoAContext.retries``) use tenacity, the library behind LangChain's ``with_retry``,
 with exponential backoff and jitter, honouring a 429's ``Retry-After``; only rate limits,
 server errors, connection errors and timeouts are retried, never 400-class errors such as a
-context overflow. OpenAI-compatible models are created with the SDK's own retries off, so
-retries never multiply.
+context overflow. Spec-built OpenAI-compatible and Bedrock models are created with their
+SDK's own retries off, so retries never multiply.
 """
 
 import asyncio

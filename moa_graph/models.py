@@ -85,6 +85,11 @@ def _load(
         "max_tokens": max_tokens,
         "disable_streaming": not streaming,
     }
+    if provider in ("bedrock_converse", "bedrock"):
+        from botocore.config import Config  # only Bedrock users pay for importing it
+
+        # MoAContext.retries retries; botocore's own would multiply them.
+        kwargs.setdefault("config", Config(retries={"total_max_attempts": 1, "mode": "standard"}))
     if provider in (LOCAL_PROVIDER, "openai"):
         kwargs["max_retries"] = 0  # MoAContext.retries retries; the SDK's would multiply them
         # langchain-openai asks a server other than api.openai.com for the token usage of a

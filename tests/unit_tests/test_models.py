@@ -28,7 +28,9 @@ def test_bedrock_without_a_region_or_credentials_names_the_variables(
         create(spec)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example")
-    assert create(spec).model_id == "anthropic.claude-3-haiku-20240307-v1:0"
+    model = create(spec)
+    assert model.model_id == "anthropic.claude-3-haiku-20240307-v1:0"
+    assert model.client.meta.config.retries["total_max_attempts"] == 1  # no botocore retry
 
 
 async def test_missing_credentials_stop_the_run_before_any_model_is_called() -> None:
@@ -43,3 +45,4 @@ def test_openai_compatible_servers_also_get_max_tokens(monkeypatch: pytest.Monke
     assert "extra_body" not in create("openai:gpt-4o-mini").model_dump(exclude_none=True)
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
     assert create("openai:qwen2.5").extra_body == {"max_tokens": 64}
+    assert create("openai:qwen2.5").max_retries == 0  # MoAContext.retries does the retrying
