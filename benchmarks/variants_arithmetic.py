@@ -21,7 +21,7 @@ import reasoning_gym
 from langchain_core.messages import HumanMessage
 
 from moa_graph import MoAContext, build_moa_graph
-from moa_graph.moa import total_usage, usage_of
+from moa_graph.moa import run_usage, usage_of
 from moa_graph.models import load_chat_model
 
 MODES = ("synthesize", "vote", "select")
@@ -74,8 +74,7 @@ def main() -> None:
             )  # fmt: skip
             start = time.perf_counter()
             out = graph.invoke({"messages": question}, context=context)
-            usage = total_usage([*(p["usage"] for p in out["proposals"]),
-                                 out["aggregation"]["usage"]])  # fmt: skip
+            usage = run_usage(out)
             row = rows[mode]
             row["correct"] += score(dataset, item, out["messages"][-1].text)
             row["tokens"] += (usage["input_tokens"] + usage["output_tokens"]) if usage else 0

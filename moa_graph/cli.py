@@ -25,7 +25,7 @@ from moa_graph.batch import cli as batch_cli
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph
-from moa_graph.moa import total_usage
+from moa_graph.moa import run_usage
 from moa_graph.presets import PRESET_DESCRIPTIONS, PRESETS
 from moa_graph.state import InputState, Proposal
 
@@ -268,7 +268,7 @@ def _describe(p: Proposal) -> str:
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     aggregation = result["aggregation"]
     proposals = result["proposals"]
-    usage = total_usage([*(p["usage"] for p in proposals), aggregation["usage"]])
+    usage = run_usage(result)
     return {
         "answer": result["messages"][-1].text,
         "proposals": proposals,

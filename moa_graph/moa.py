@@ -11,7 +11,8 @@ functions; the prompt layout is in `moa_graph.references`, the aggregator's mode
 
 import hashlib
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
@@ -113,6 +114,20 @@ def usage_of(message: BaseMessage) -> Usage | None:
     if not meta:
         return None
     return Usage(input_tokens=meta["input_tokens"], output_tokens=meta["output_tokens"])
+
+
+def run_usage(output: Mapping[str, Any]) -> Usage | None:
+    """Return the tokens of every model call of a run, proposers and aggregator.
+
+    Args:
+        output: The graph's output state (``proposals`` and ``aggregation``).
+
+    Returns:
+        The sum of the usage the providers reported, or None when none reported any.
+    """
+    aggregation = output.get("aggregation") or {}
+    proposals = output.get("proposals", [])
+    return total_usage([*(p["usage"] for p in proposals), aggregation.get("usage")])
 
 
 def total_usage(usages: Iterable[Usage | None]) -> Usage | None:

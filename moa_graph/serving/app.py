@@ -27,7 +27,7 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph
-from moa_graph.moa import total_usage
+from moa_graph.moa import run_usage
 from moa_graph.serving.catalog import ServedModel, find_model, model_card, served_models
 from moa_graph.serving.errors import APIError, check_key, install_handlers, run_failed
 from moa_graph.serving.requests import ChatRequest, prepare
@@ -182,10 +182,7 @@ async def _stream(
 
 def _usage(out: dict[str, Any]) -> CompletionUsage:
     """The sum over every model call of the run: proposers and aggregator."""
-    aggregation = out.get("aggregation") or {}
-    usage = total_usage(
-        [*(p["usage"] for p in out.get("proposals", [])), aggregation.get("usage")]
-    ) or {"input_tokens": 0, "output_tokens": 0}
+    usage = run_usage(out) or {"input_tokens": 0, "output_tokens": 0}
     return CompletionUsage(
         prompt_tokens=usage["input_tokens"],
         completion_tokens=usage["output_tokens"],
