@@ -15,7 +15,7 @@ STUDIO_PORT ?= 2024
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet -e ".[local,batch,serve,ray,dev]"
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet -e ".[local,batch,serve,ray,eval,dev]"
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -1,4 +1,4 @@
-"""The ``moa-graph`` command: ask one question, or chat, with progress on stderr.
+"""The ``moa-graph`` command: ask, chat, batch, serve and eval, with progress on stderr.
 
 Exit status: 0 on success, 2 for bad usage or settings, 1 when the run fails.
 """
@@ -24,6 +24,7 @@ from langgraph.graph.state import CompiledStateGraph
 from moa_graph.batch import cli as batch_cli
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
+from moa_graph.eval import cli as eval_cli
 from moa_graph.graph import build_moa_graph
 from moa_graph.moa import run_usage
 from moa_graph.presets import PRESET_DESCRIPTIONS, PRESETS
@@ -38,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "batch":
             return batch_cli.run(args, _context(args, **batch_cli.call_settings(args)))
+        if args.command == "eval":
+            return eval_cli.run(args, _settings(args, **batch_cli.call_settings(args)))
         if args.command == "serve":
             return _serve(args.host, args.port)
         context = _context(args)
@@ -58,21 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        help="a named MoA shape; the options below override it. "
-        + "; ".join(f"{name}: {text}" for name, text in PRESET_DESCRIPTIONS.items()),
-    )
-    common.add_argument(
+    models = argparse.ArgumentParser(add_help=False)
+    models.add_argument(
         "--context",
         metavar="FILE.json",
         type=Path,
         help="MoAContext settings as a JSON object (any field, model specs as objects); "
         "the options below override it",
     )
-    common.add_argument(
+    models.add_argument(
         "--proposer",
         action="append",
         metavar="SPEC",
@@ -82,18 +79,26 @@ def _parser() -> argparse.ArgumentParser:
         "other keys go to the model (e.g. top_p=0.9). Example: "
         "--proposer 'local:smollm2 n=3 temperature=1.0'",
     )
-    common.add_argument(
+    models.add_argument(
         "--aggregator", metavar="SPEC", help="aggregator model spec (same form as --proposer)"
     )
-    common.add_argument("--rounds", type=int, help="proposer layers before the aggregator")
+    models.add_argument("--rounds", type=int, help="proposer layers before the aggregator")
+    models.add_argument("--temperature", type=float, help="sampling temperature")
+    models.add_argument("--max-tokens", type=int, help="most tokens per model call")
+    models.add_argument("--debug", action="store_true", help="show tracebacks")
+    common = argparse.ArgumentParser(add_help=False, parents=[models])
+    common.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named MoA shape; the options below override it. "
+        + "; ".join(f"{name}: {text}" for name, text in PRESET_DESCRIPTIONS.items()),
+    )
     common.add_argument(
         "--mode",
         dest="aggregator_mode",
         choices=["synthesize", "select", "vote", "sequential"],
         help="how the proposals become the answer (default synthesize)",
     )
-    common.add_argument("--temperature", type=float, help="sampling temperature")
-    common.add_argument("--max-tokens", type=int, help="most tokens per model call")
     common.add_argument(
         "--seed", type=int, help="derive every call's seed from this (default: fresh seeds)"
     )
@@ -103,7 +108,6 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--show-proposals", action="store_true", help="print every proposal to stderr as it arrives"
     )
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
     parser = argparse.ArgumentParser(
         prog="moa-graph",
         description="Mixture-of-Agents: several proposers answer, an aggregator synthesizes.",
@@ -134,6 +138,16 @@ def _parser() -> argparse.ArgumentParser:
             "written as rows finish. Re-running the same command resumes.",
         )
     )
+    eval_cli.add_arguments(
+        commands.add_parser(
+            "eval",
+            parents=[models],
+            help="compare MoA variants and single models on a suite, with intervals and cost",
+            description="Run every system on the same items, score them (exact answers or a "
+            "judge), and print the table; --out keeps results.json, items.jsonl, summary.md "
+            "and plot.png. The --proposer/--aggregator options are the models the presets use.",
+        )
+    )
     return parser  # fmt: skip
 
 
@@ -152,22 +166,28 @@ def _serve(host: str, port: int) -> int:
 
 def _context(args: argparse.Namespace, **more: Any) -> MoAContext:
     """Build the settings: the --context file, then the options, under the --preset's shape."""
+    settings = _settings(args, **more)
+    if args.preset:
+        return MoAContext.preset(args.preset, **settings)
+    return MoAContext(**settings)
+
+
+def _settings(args: argparse.Namespace, **more: Any) -> dict[str, Any]:
+    """Return the MoAContext fields the --context file and the options give (not validated)."""
     settings: dict[str, Any] = _read_context_file(args.context) if args.context else {}
     settings.update(more)
     given = {
         "proposers": args.proposer,
         "aggregator": args.aggregator,
         "rounds": args.rounds,
-        "aggregator_mode": args.aggregator_mode,
+        "aggregator_mode": getattr(args, "aggregator_mode", None),
         "temperature": args.temperature,
         "max_tokens": args.max_tokens,
-        "seed": args.seed,
-        "first_k": args.first_k,
+        "seed": getattr(args, "seed", None) if args.command != "eval" else None,
+        "first_k": getattr(args, "first_k", None),
     }
     settings.update({name: value for name, value in given.items() if value is not None})
-    if args.preset:
-        return MoAContext.preset(args.preset, **settings)
-    return MoAContext(**settings)
+    return settings
 
 
 def _read_context_file(path: Path) -> dict[str, Any]:

@@ -35,6 +35,38 @@ def add_arguments(batch: argparse.ArgumentParser) -> None:
     add("--id-field", default="id", help="field of the row id (default: id, else the row number)")
     add("--samples", type=int, default=1, help="answers per row (default 1)")
     add("--concurrency", type=int, default=16, help="rows in flight (default 16)")
+    add_call_arguments(batch)
+    add("--limit", type=int, help="only the first N rows")
+    add("--shard", metavar="I/K", help="only rows whose number %% K == I")
+    add(
+        "--max-failures",
+        metavar="N|P%",
+        help="stop once more than N rows (or P%% of the rows run) failed; up to that the exit "
+        "status stays 0",
+    )
+    add("--fail-fast", action="store_true", help="stop at the first failed row")
+    add("--retry-failed", action="store_true", help="redo rows that failed before")
+    add("--dry-run", action="store_true", help="count calls and estimate tokens and cost")
+    add("--no-progress", action="store_true", help="no progress display")
+    add(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the rows on Ray actors: no ADDRESS starts a local cluster, 'auto' or "
+        "'ray://HOST:PORT' joins one (needs the 'ray' extra)",
+    )
+    add("--ray-actors", type=int, help="Ray actors (default: the cluster's CPUs)")
+    add(
+        "--ray-shared-limits",
+        action="store_true",
+        help="one --rpm limiter for the whole cluster instead of a share per actor",
+    )
+
+
+def add_call_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of how calls are made (rates, retries, timeout, prices), shared with eval."""
+    add = parser.add_argument
     add(
         "--rpm",
         action="append",
@@ -55,38 +87,12 @@ def add_arguments(batch: argparse.ArgumentParser) -> None:
         type=float,
         help="seconds per proposer call attempt, counted once it is admitted (default 120)",
     )
-    add("--limit", type=int, help="only the first N rows")
-    add("--shard", metavar="I/K", help="only rows whose number %% K == I")
-    add(
-        "--max-failures",
-        metavar="N|P%",
-        help="stop once more than N rows (or P%% of the rows run) failed; up to that the exit "
-        "status stays 0",
-    )
-    add("--fail-fast", action="store_true", help="stop at the first failed row")
-    add("--retry-failed", action="store_true", help="redo rows that failed before")
     add(
         "--prices",
         type=Path,
         metavar="FILE",
         help='JSON of USD per million tokens by model: {"openai:gpt-4o-mini": {"input": 0.15, '
         '"output": 0.6}}',
-    )
-    add("--dry-run", action="store_true", help="count calls and estimate tokens and cost")
-    add("--no-progress", action="store_true", help="no progress display")
-    add(
-        "--ray",
-        nargs="?",
-        const="local",
-        metavar="ADDRESS",
-        help="run the rows on Ray actors: no ADDRESS starts a local cluster, 'auto' or "
-        "'ray://HOST:PORT' joins one (needs the 'ray' extra)",
-    )
-    add("--ray-actors", type=int, help="Ray actors (default: the cluster's CPUs)")
-    add(
-        "--ray-shared-limits",
-        action="store_true",
-        help="one --rpm limiter for the whole cluster instead of a share per actor",
     )
 
 
@@ -111,7 +117,7 @@ def run(args: argparse.Namespace, context: MoAContext) -> int:
     """
     fields = Fields(prompt=args.prompt_field, messages=args.messages_field, id=args.id_field)
     shard = _shard(args.shard)
-    prices = _prices(args.prices) if args.prices else None
+    prices = read_prices(args.prices) if args.prices else None
     total = _count_rows(args.input, args.limit, shard)
     rows = _select(read_rows(args.input, fields), args.limit, shard)
     if args.dry_run:
@@ -319,7 +325,12 @@ def _stop_rule(text: str | None) -> StopRule:
         ) from None
 
 
-def _prices(path: Path) -> dict[str, Any]:
+def read_prices(path: Path) -> dict[str, Any]:
+    """Read a ``--prices`` file: USD per million input and output tokens by model.
+
+    Raises:
+        MoAConfigError: The file is missing or not of that shape.
+    """
     try:
         prices = json.loads(path.read_text())
         for price in prices.values():

@@ -17,10 +17,14 @@ class Progress:
         stats: The runner's live statistics.
         total: (row, sample) pairs in the batch, or None when unknown (stdin).
         enabled: False shows nothing.
+        label: What the bar and log lines are labelled with (default "batch").
     """
 
-    def __init__(self, stats: BatchStats, total: int | None, *, enabled: bool = True):
+    def __init__(
+        self, stats: BatchStats, total: int | None, *, enabled: bool = True, label: str = "batch"
+    ):
         self.stats = stats
+        self.label = label
         self.total = total
         self.enabled = enabled
         self.start = time.monotonic()
@@ -34,7 +38,7 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn("[bold]batch"),
+                TextColumn("{task.description}", style="bold", markup=False),
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total}"),
                 TimeRemainingColumn(),
@@ -42,7 +46,7 @@ class Progress:
                 transient=False,
             )
             self._bar.start()
-            self._task = self._bar.add_task("batch", total=self.total, detail="")
+            self._task = self._bar.add_task(self.label, total=self.total, detail="")
         return self
 
     def update(self) -> None:
@@ -55,7 +59,7 @@ class Progress:
         now = time.monotonic()
         if now - self._last_log >= LOG_EVERY_S:
             self._last_log = now
-            print(f"moa-graph: batch {self.detail()}", file=sys.stderr, flush=True)
+            print(f"moa-graph: {self.label} {self.detail()}", file=sys.stderr, flush=True)
 
     def detail(self) -> str:
         """One line: done/total, failed, rate, ETA, tokens and cost."""

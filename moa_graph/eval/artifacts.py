@@ -1,0 +1,129 @@
+"""Files of an evaluation: results.json, items.jsonl, summary.md, plot.png, AlpacaEval export.
+
+- ``results.json``: settings and versions, the summary figures, and every item's record
+  (answers per turn, scores, judgments with the judge's raw text).
+- ``items.jsonl``: the same records, one per (item, system) line.
+- ``summary.md``: the table printed to the terminal.
+- ``plot.png``: quality with 95% interval bars per system, and quality against tokens (or cost)
+  per item, the view of the MoA paper's Fig. 5 (arXiv 2406.04692, section 3.4).
+- ``alpaca_eval/<system>.json`` (on request): ``[{"instruction", "output", "generator"}]`` per
+  system, the input of the official ``alpaca_eval`` tool, for users with a judge key.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from moa_graph.errors import MoAConfigError
+from moa_graph.eval.report import EvalReport
+from moa_graph.eval.systems import file_slug
+
+
+def write_artifacts(report: EvalReport, out: str | Path, *, plot: bool = True) -> list[Path]:
+    """Write the report's files into `out` and return their paths.
+
+    Args:
+        report: What `moa_graph.eval.run_eval` returned.
+        out: The folder (created when missing).
+        plot: Also draw ``plot.png`` (needs matplotlib, in the ``eval`` extra).
+
+    Raises:
+        MoAConfigError: `plot` is set and matplotlib is missing.
+    """
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    results = {
+        "settings": report.settings,
+        "summary": report.summary(),
+        "items": report.records,
+    }
+    paths = [folder / "results.json", folder / "items.jsonl", folder / "summary.md"]
+    paths[0].write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str))
+    with paths[1].open("w", encoding="utf-8") as f:
+        for record in report.records:
+            f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    paths[2].write_text(report.to_markdown(), encoding="utf-8")
+    if plot:
+        paths.append(write_plot(report, folder / "plot.png"))
+    return paths
+
+
+def write_plot(report: EvalReport, path: Path) -> Path:
+    """Draw quality per system (with 95% intervals) and quality against tokens or cost per item.
+
+    Raises:
+        MoAConfigError: matplotlib is missing.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MoAConfigError("the plot needs matplotlib: pip install 'moa-graph[eval]'") from None
+    shown = [s for s in report.systems if s.quality is not None and s.name != "best-single"]
+    names = [s.name for s in shown]
+    quality = [s.quality or 0.0 for s in shown]
+    below = [(s.quality or 0.0) - (s.low if s.low is not None else s.quality or 0.0) for s in shown]
+    above = [
+        (s.high if s.high is not None else s.quality or 0.0) - (s.quality or 0.0) for s in shown
+    ]
+    by_cost = bool(shown) and all(s.cost_per_item is not None for s in shown)
+    spend = [(s.cost_per_item or 0.0) if by_cost else s.tokens_per_item for s in shown]
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    positions = list(range(len(shown)))
+    left.errorbar(quality, positions, xerr=[below, above], fmt="o", capsize=4)
+    left.set_yticks(positions, names)
+    left.set_ylim(max(len(shown), 1) - 0.5, -0.5)
+    left.set_xlabel(f"{report.metric} (95% interval)")
+    if report.metric == "win rate":
+        left.axvline(0.5, color="grey", linestyle=":", linewidth=1)
+    left.set_title(f"{report.suite}, {report.items} items")
+    right.errorbar(spend, quality, yerr=[below, above], fmt="o", capsize=4)
+    for x, y, name in zip(spend, quality, names, strict=True):
+        right.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    right.set_xlabel("USD per item" if by_cost else "tokens per item")
+    right.set_ylabel(report.metric)
+    right.set_title(f"{report.metric} against {'cost' if by_cost else 'tokens'}")
+    if spend and min(spend) > 0:
+        right.set_xscale("log")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def export_alpaca_eval(report: EvalReport, out: str | Path) -> list[Path]:
+    """Write one AlpacaEval outputs file per system into ``out/alpaca_eval/``.
+
+    Each is a JSON list of ``{"instruction", "output", "generator", "dataset"}`` for the items
+    the system answered; give two of them to ``alpaca_eval --model_outputs A.json
+    --reference_outputs B.json`` to get AlpacaEval's own (length-controlled) numbers.
+
+    Raises:
+        MoAConfigError: The suite has items of more than one turn (AlpacaEval is single-turn).
+    """
+    if any(len(r["turns"]) > 1 for r in report.records):
+        raise MoAConfigError(
+            "the AlpacaEval export needs a single-turn suite: AlpacaEval judges one turn"
+        )
+    folder = Path(out) / "alpaca_eval"
+    folder.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, list[dict[str, Any]]] = {}
+    for record in report.records:
+        if record["ok"]:
+            outputs.setdefault(record["system"], []).append(
+                {
+                    "instruction": record["turns"][0]["prompt"],
+                    "output": record["answer"],
+                    "generator": record["system"],
+                    "dataset": record["category"] or report.suite,
+                }
+            )
+    paths = []
+    for system, rows in outputs.items():
+        path = folder / f"{file_slug(system)}.json"
+        path.write_text(json.dumps(rows, indent=2, ensure_ascii=False))
+        paths.append(path)
+    return paths

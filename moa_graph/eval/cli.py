@@ -1,0 +1,100 @@
+"""``moa-graph eval --suite SUITE --systems A,B,...``: the comparison, printed and saved.
+
+Exit status: 0 when the evaluation ran (whatever it found, and even when some items failed to
+answer: they count against their system), 2 for bad usage or settings, 1 when it could not run.
+"""
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from moa_graph.batch.cli import add_call_arguments, read_prices
+from moa_graph.errors import MoAConfigError
+from moa_graph.eval.artifacts import export_alpaca_eval, write_artifacts
+from moa_graph.eval.runner import arun_eval
+from moa_graph.eval.suites import load_suite
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the eval command's own arguments to its parser."""
+    add = parser.add_argument
+    add(
+        "--suite",
+        required=True,
+        help="arithmetic, products, gsm, reasoning-gym:NAME (the 'eval' extra), jsonl:FILE "
+        "(prompt and optional reference per line), mt-bench (judged), alpaca:FILE (judged)",
+    )
+    add(
+        "--systems",
+        required=True,
+        help="comma-separated: presets (moa, moa-lite, self-moa, self-moa-seq, usc, vote) on "
+        "the configured models, single:SPEC (greedy unless the spec sets a temperature), "
+        "best-single, json:FILE ({name: MoAContext fields})",
+    )
+    add("--n", type=int, help="only the first N items")
+    add("--seed", type=int, default=7, help="seed of generated suites and the bootstrap (7)")
+    add("--baseline", help="the system the others are compared with (default: the first)")
+    add("--judge", metavar="SPEC", help="judge model spec, for judged suites")
+    add(
+        "--judge-mode",
+        choices=["pairwise", "single"],
+        default="pairwise",
+        help="pairwise against the baseline in both orders (default), or 1-10 grading",
+    )
+    add("--judge-max-tokens", type=int, default=1024, help="most tokens per judgment (1024)")
+    add("--out", type=Path, help="folder for results.json, items.jsonl, summary.md, plot.png")
+    add("--concurrency", type=int, default=8, help="runs and judge calls in flight (8)")
+    add_call_arguments(parser)
+    add("--no-plot", action="store_true", help="skip plot.png")
+    add(
+        "--alpaca-export",
+        action="store_true",
+        help="also write AlpacaEval outputs files (out/alpaca_eval/) for the official tool",
+    )
+    add(
+        "--langsmith",
+        action="store_true",
+        help="also log each system as a LangSmith experiment (uploaded with a key; offline "
+        "without one)",
+    )
+    add("--no-progress", action="store_true", help="no progress display")
+
+
+def run(args: argparse.Namespace, settings: dict[str, Any]) -> int:
+    """Run the evaluation `args` describe, print the summary, write the files; return 0.
+
+    Raises:
+        MoAConfigError: Bad options or settings (exit status 2), before any model call.
+    """
+    if args.alpaca_export and args.out is None:
+        raise MoAConfigError("--alpaca-export writes files: give --out DIR")
+    suite = load_suite(args.suite, n=args.n, seed=args.seed)
+    if args.alpaca_export and suite.turns > 1:
+        raise MoAConfigError(
+            f"--alpaca-export needs a single-turn suite; {args.suite!r} has {suite.turns} turns"
+        )
+    systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+    report = asyncio.run(
+        arun_eval(
+            suite, systems, settings=settings, seed=args.seed,
+            judge=args.judge, judge_mode=args.judge_mode, baseline=args.baseline,
+            out=args.out, concurrency=args.concurrency,
+            prices=read_prices(args.prices) if args.prices else None,
+            judge_max_tokens=args.judge_max_tokens, progress=not args.no_progress,
+        )
+    )  # fmt: skip
+    print(report.to_markdown())
+    if args.out is not None:
+        paths = write_artifacts(report, args.out, plot=not args.no_plot)
+        if args.alpaca_export:
+            paths += export_alpaca_eval(report, args.out)
+        print(f"moa-graph: wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    if args.langsmith:
+        from moa_graph.eval.experiment import has_langsmith_key, log_experiments
+
+        logged = asyncio.run(log_experiments(report))
+        where = "uploaded to LangSmith" if has_langsmith_key() else "offline (no LangSmith key)"
+        print(f"moa-graph: {len(logged)} LangSmith experiments, {where}", file=sys.stderr)
+    return 0

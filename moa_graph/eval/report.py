@@ -1,0 +1,447 @@
+"""The numbers of an evaluation, computed from per-item records, and their Markdown table.
+
+Pure: `build_report` takes the records `moa_graph.eval.runner` produced (one per item and
+system) and computes every figure from them, so each number can be traced to the items.
+
+A record (``dict``) has: ``item``, ``system``, ``ok`` (every turn answered), ``score`` (exact
+suites: the checker's 0-1 score; single grading: the mean 1-10 rating; None when unscored),
+``correct`` (exact suites), ``preference`` (pairwise: 1 win, 0.5 tie, 0 loss against the
+baseline, None for the baseline or when the judge gave no verdict), ``consistent`` and
+``first_position`` (pairwise: counts over the item's judged turns), ``length`` (characters of
+the answers), ``tokens``, ``calls``, ``latency_s``, ``cost_usd``.
+"""
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from moa_graph.eval.stats import (
+    bootstrap_mean,
+    length_adjusted_win_rate,
+    mcnemar_exact,
+    percentile,
+    verdict,
+    wilson,
+)
+from moa_graph.state import Usage
+
+Metric = Literal["accuracy", "rating", "win rate"]
+
+LENGTH_WARNING_POINTS = 0.10
+"""Warn when the length-adjusted win rate moves the raw one by this much (10 points)."""
+
+BEST_SINGLE = "best-single"
+
+
+@dataclass
+class SystemResult:
+    """One system's quality and cost over the items.
+
+    Attributes:
+        name: The system.
+        description: Its shape and models.
+        metric: ``accuracy`` (exact suites), ``rating`` (1-10 single grading) or ``win rate``
+            (pairwise against the baseline).
+        quality: Accuracy, mean rating or win rate; None for the pairwise baseline itself.
+        low: Lower end of the 95% interval (Wilson for accuracy, bootstrap otherwise), or None.
+        high: Upper end, or None.
+        n: Items that count toward `quality`.
+        correct: Items answered correctly (accuracy only), else None.
+        failures: Items whose run failed (scored as wrong, lowest rating, or a loss).
+        calls_per_item: Model calls per item (every proposer call, the aggregator's).
+        tokens_per_item: Input plus output tokens per item.
+        cost_per_item: USD per item, or None when a model had no price.
+        latency_p50_s: Median seconds per item (all turns), under the run's concurrency.
+        latency_p95_s: 95th percentile of the same.
+        chosen_from: For ``best-single``: the single system it is, picked after seeing the
+            results (an optimistic baseline); else None.
+    """
+
+    name: str
+    description: str
+    metric: Metric
+    quality: float | None
+    low: float | None
+    high: float | None
+    n: int
+    correct: int | None
+    failures: int
+    calls_per_item: float
+    tokens_per_item: float
+    cost_per_item: float | None
+    latency_p50_s: float
+    latency_p95_s: float
+    chosen_from: str | None = None
+
+
+@dataclass
+class Comparison:
+    """One system against a baseline on the same items.
+
+    Attributes:
+        system: The system.
+        baseline: What it is compared with.
+        metric: As `SystemResult.metric`.
+        n: Paired items in the comparison.
+        estimate: The difference system minus baseline (accuracy, rating), or the win rate.
+        low: Lower end of its 95% paired-bootstrap interval.
+        high: Upper end.
+        verdict: ``better``, ``not distinguishable`` or ``worse`` at 95%: the interval excludes
+            0 (0.5 for a win rate), and for accuracy McNemar's p is also below 0.05.
+        p_value: McNemar's exact p (accuracy only), else None.
+        consistency: Share of judged pairs whose verdict survived swapping the answers
+            (pairwise only).
+        first_position_rate: Share of verdicts that named the answer shown first (pairwise).
+        length_adjusted: The win rate at zero length difference (pairwise; see
+            `moa_graph.eval.stats.length_adjusted_win_rate`).
+        length_warning: Set when `length_adjusted` moves the win rate by 10 points or more.
+        judge_errors: Judgments without a verdict, left out.
+        chosen_after_the_fact: True when the baseline is ``best-single``.
+    """
+
+    system: str
+    baseline: str
+    metric: Metric
+    n: int
+    estimate: float
+    low: float
+    high: float
+    verdict: str
+    p_value: float | None = None
+    consistency: float | None = None
+    first_position_rate: float | None = None
+    length_adjusted: float | None = None
+    length_warning: str | None = None
+    judge_errors: int = 0
+    chosen_after_the_fact: bool = False
+
+    def sentence(self) -> str:
+        """Return the one-line verdict: ``A vs B: not distinguishable at 95% (...)``."""
+        if self.metric == "win rate":
+            figure = f"win rate {self.estimate:.3f}, 95% CI {self.low:.3f} to {self.high:.3f}"
+        else:
+            figure = (
+                f"{self.metric} difference {self.estimate:+.3f}, 95% CI {self.low:+.3f} to "
+                f"{self.high:+.3f}"
+            )
+        p = f", McNemar p = {self.p_value:.3f}" if self.p_value is not None else ""
+        after = " (best-single was chosen after the fact)" if self.chosen_after_the_fact else ""
+        return (
+            f"{self.system} vs {self.baseline}: {self.verdict} at 95% "
+            f"({figure}{p}, n = {self.n}){after}"
+        )
+
+
+@dataclass
+class EvalReport:
+    """Everything an evaluation measured; `moa_graph.eval.run_eval` returns it.
+
+    Attributes:
+        suite: The suite's name.
+        description: What the suite is.
+        items: Items asked.
+        metric: As `SystemResult.metric`.
+        baseline: The system the others are compared with.
+        systems: One result per system, plus a ``best-single`` row when asked for.
+        comparisons: Each system against the baseline (and against ``best-single``).
+        judge: The judge's label, or None.
+        judge_mode: ``pairwise`` or ``single``, or None for exact suites.
+        judge_usage: Tokens of every judge call, or None.
+        notes: Warnings and caveats, each one line.
+        records: The per-item records the figures come from.
+        settings: Settings of the run (systems, judge, seed, versions), JSON-ready.
+    """
+
+    suite: str
+    description: str
+    items: int
+    metric: Metric
+    baseline: str
+    systems: list[SystemResult]
+    comparisons: list[Comparison]
+    judge: str | None = None
+    judge_mode: str | None = None
+    judge_usage: Usage | None = None
+    notes: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def system(self, name: str) -> SystemResult:
+        """Return the result of system `name`.
+
+        Raises:
+            KeyError: No such system.
+        """
+        for result in self.systems:
+            if result.name == name:
+                return result
+        raise KeyError(name)
+
+    def summary(self) -> dict[str, Any]:
+        """Return the figures (no records or settings) as a JSON-ready dict."""
+        return {
+            "suite": self.suite, "description": self.description, "items": self.items,
+            "metric": self.metric, "baseline": self.baseline, "judge": self.judge,
+            "judge_mode": self.judge_mode, "judge_usage": self.judge_usage,
+            "systems": [asdict(s) for s in self.systems],
+            "comparisons": [{**asdict(c), "sentence": c.sentence()} for c in self.comparisons],
+            "notes": self.notes,
+        }  # fmt: skip
+
+    def to_markdown(self) -> str:
+        """Return the summary as Markdown: systems table, comparisons table, verdict lines."""
+        judge = f", judge {self.judge} ({self.judge_mode})" if self.judge else ""
+        lines = [
+            f"## moa-graph eval: {self.suite}, {self.items} items",
+            "",
+            f"{self.description}; metric: {self.metric}; baseline: {self.baseline}{judge}.",
+            "",
+            f"| system | {self.metric} | 95% CI | failed | calls / item | tokens / item "
+            "| cost / item | p50 s | p95 s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for s in self.systems:
+            lines.append(
+                f"| {s.name} | {_quality(s, s.name == self.baseline)} | {_interval(s.low, s.high)} | {s.failures} "
+                f"| {s.calls_per_item:.1f} | {s.tokens_per_item:.0f} | {_cost(s.cost_per_item)} "
+                f"| {s.latency_p50_s:.2f} | {s.latency_p95_s:.2f} |"
+            )
+        if self.comparisons and self.metric == "win rate":
+            lines += [
+                "",
+                "| system vs baseline | win rate | 95% CI | length-adjusted | position "
+                "consistency | first-position rate | verdict |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for c in self.comparisons:
+                lines.append(
+                    f"| {c.system} vs {c.baseline} | {c.estimate:.3f} | "
+                    f"{_interval(c.low, c.high)} | {_number(c.length_adjusted)} | "
+                    f"{_number(c.consistency)} | {_number(c.first_position_rate)} | {c.verdict} |"
+                )
+        elif self.comparisons:
+            lines += [
+                "",
+                "| system vs baseline | difference | 95% CI | McNemar p | verdict |",
+                "|---|---|---|---|---|",
+            ]
+            for c in self.comparisons:
+                lines.append(
+                    f"| {c.system} vs {c.baseline} | {c.estimate:+.3f} | "
+                    f"{_interval(c.low, c.high, signed=True)} | {_number(c.p_value)} "
+                    f"| {c.verdict} |"
+                )
+        lines.append("")
+        lines += [f"- {c.sentence()}" for c in self.comparisons]
+        lines += [f"- Note: {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def build_report(
+    *,
+    suite: str,
+    description: str,
+    items: int,
+    metric: Metric,
+    systems: Sequence[tuple[str, str, bool]],
+    records: list[dict[str, Any]],
+    baseline: str,
+    best_single: bool,
+    seed: int = 0,
+) -> EvalReport:
+    """Compute every figure of the report from the per-item `records`.
+
+    Args:
+        suite: The suite's name.
+        description: What the suite is.
+        items: Items asked.
+        metric: ``accuracy``, ``rating`` or ``win rate``.
+        systems: (name, description, is a single model) per system, in report order.
+        records: One record per (item, system), as the module docstring describes.
+        baseline: The system every other one is compared with.
+        best_single: Add a ``best-single`` row (the best single model on these items) and
+            compare the other systems with it too.
+        seed: Seed of the bootstrap resampling.
+
+    Raises:
+        ValueError: `baseline` is not among `systems`.
+    """
+    by_system = {name: [r for r in records if r["system"] == name] for name, _, _ in systems}
+    if baseline not in by_system:
+        raise ValueError(f"baseline {baseline!r} is not among the systems")
+    results = [
+        _system_result(name, text, metric, by_system[name], name == baseline, seed)
+        for name, text, _ in systems
+    ]
+    comparisons = [
+        _compare(name, baseline, metric, by_system, seed)
+        for name, _, _ in systems
+        if name != baseline
+    ]
+    notes = []
+    singles = [r for r, (_, _, single) in zip(results, systems, strict=True) if single]
+    if best_single and singles:
+        best = max(singles, key=lambda r: -1.0 if r.quality is None else r.quality)
+        results.append(
+            replace(
+                best, name=BEST_SINGLE, chosen_from=best.name,
+                description=f"= {best.name}, the best single model on these items, chosen "
+                "after seeing the results (an optimistic baseline)",
+            )
+        )  # fmt: skip
+        notes.append(
+            f"best-single is {best.name}: chosen after seeing these results, so comparisons "
+            "with it favour it"
+        )
+        if metric != "win rate" and best.name != baseline:
+            for name, _, single in systems:
+                if not single:
+                    comparison = _compare(name, best.name, metric, by_system, seed)
+                    comparisons.append(
+                        replace(comparison, baseline=BEST_SINGLE, chosen_after_the_fact=True)
+                    )
+    notes += [c.length_warning for c in comparisons if c.length_warning]
+    judgments = sum(len(r.get("judgments", [])) for r in records)
+    judge_errors = sum(r.get("judge_errors", 0) for r in records)
+    if judge_errors:
+        notes.append(
+            f"the judge gave no verdict in {judge_errors} of {judgments} judgments; those are "
+            "left out (see each judgment's text in items.jsonl)"
+        )
+    failed = {name: sum(not r["ok"] for r in rows) for name, rows in by_system.items()}
+    notes += [
+        f"{name}: {count} of {items} items failed to answer and count against it"
+        for name, count in failed.items()
+        if count
+    ]
+    return EvalReport(
+        suite=suite, description=description, items=items, metric=metric, baseline=baseline,
+        systems=results, comparisons=comparisons, notes=notes, records=records,
+    )  # fmt: skip
+
+
+def _system_result(
+    name: str,
+    description: str,
+    metric: Metric,
+    rows: list[dict[str, Any]],
+    is_baseline: bool,
+    seed: int,
+) -> SystemResult:
+    correct = None
+    if metric == "accuracy":
+        values = [1.0 if r["correct"] else 0.0 for r in rows]
+        correct = int(sum(values))
+        low, high = wilson(correct, len(values)) if values else (None, None)
+    elif metric == "rating":
+        values = [r["score"] for r in rows if r["score"] is not None]
+        low, high = bootstrap_mean(values, seed=seed) if values else (None, None)
+    else:
+        values = (
+            [] if is_baseline else [r["preference"] for r in rows if r["preference"] is not None]
+        )
+        low, high = bootstrap_mean(values, seed=seed) if values else (None, None)
+    latencies = [r["latency_s"] for r in rows]
+    costs = [r["cost_usd"] for r in rows]
+    return SystemResult(
+        name=name, description=description, metric=metric,
+        quality=sum(values) / len(values) if values else None, low=low, high=high,
+        n=len(values), correct=correct, failures=sum(not r["ok"] for r in rows),
+        calls_per_item=_mean([r["calls"] for r in rows]),
+        tokens_per_item=_mean([r["tokens"] for r in rows]),
+        cost_per_item=None if None in costs or not costs else _mean(costs),
+        latency_p50_s=percentile(latencies, 0.5) if latencies else 0.0,
+        latency_p95_s=percentile(latencies, 0.95) if latencies else 0.0,
+    )  # fmt: skip
+
+
+def _compare(
+    name: str, baseline: str, metric: Metric, by_system: dict[str, list[dict[str, Any]]], seed: int
+) -> Comparison:
+    base = {r["item"]: r for r in by_system[baseline]}
+    pairs = [(r, base[r["item"]]) for r in by_system[name] if r["item"] in base]
+    if metric == "win rate":
+        return _compare_pairwise(name, baseline, [r for r, _ in pairs], pairs, seed)
+    if metric == "accuracy":
+        diffs = [float(r["correct"]) - float(b["correct"]) for r, b in pairs]
+        p_value = mcnemar_exact(
+            sum(bool(b["correct"] and not r["correct"]) for r, b in pairs),
+            sum(bool(r["correct"] and not b["correct"]) for r, b in pairs),
+        )
+    else:
+        diffs = [r["score"] - b["score"] for r, b in pairs if None not in (r["score"], b["score"])]
+        p_value = None
+    if not diffs:
+        return Comparison(name, baseline, metric, 0, 0.0, 0.0, 0.0, "not distinguishable")
+    low, high = bootstrap_mean(diffs, seed=seed)
+    said = verdict(low, high)
+    if p_value is not None and p_value >= 0.05:
+        said = "not distinguishable"
+    return Comparison(
+        name, baseline, metric, len(diffs), sum(diffs) / len(diffs), low, high, said, p_value
+    )
+
+
+def _compare_pairwise(
+    name: str,
+    baseline: str,
+    rows: list[dict[str, Any]],
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+    seed: int,
+) -> Comparison:
+    judged = [(r, b) for r, b in pairs if r["preference"] is not None]
+    errors = sum(r.get("judge_errors", 0) for r in rows)
+    if not judged:
+        return Comparison(
+            name, baseline, "win rate", 0, 0.5, 0.0, 1.0, "not distinguishable",
+            judge_errors=errors,
+        )  # fmt: skip
+    preferences = [r["preference"] for r, _ in judged]
+    raw = sum(preferences) / len(preferences)
+    low, high = bootstrap_mean(preferences, seed=seed)
+    adjusted = length_adjusted_win_rate(
+        preferences, [float(r["length"] - b["length"]) for r, b in judged]
+    )
+    warning = None
+    if abs(adjusted - raw) >= LENGTH_WARNING_POINTS:
+        warning = (
+            f"{name} vs {baseline}: the length-adjusted win rate ({adjusted:.3f}) differs from "
+            f"the raw one ({raw:.3f}) by {abs(adjusted - raw) * 100:.0f} points: the judge may "
+            "be rewarding length"
+        )
+    pairs_judged = sum(r.get("pairs_judged", 0) for r in rows)
+    verdicts = sum(r.get("verdicts", 0) for r in rows)
+    return Comparison(
+        name, baseline, "win rate", len(judged), raw, low, high, verdict(low, high, 0.5),
+        consistency=sum(r.get("consistent", 0) for r in rows) / pairs_judged
+        if pairs_judged else None,
+        first_position_rate=sum(r.get("first_position", 0) for r in rows) / verdicts
+        if verdicts else None,
+        length_adjusted=adjusted, length_warning=warning, judge_errors=errors,
+    )  # fmt: skip
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _quality(s: SystemResult, is_baseline: bool) -> str:
+    if s.quality is None:
+        return "baseline" if s.metric == "win rate" and is_baseline else "-"
+    if s.correct is not None:
+        return f"{s.quality:.3f} ({s.correct}/{s.n})"
+    return f"{s.quality:.3f}" if s.metric == "win rate" else f"{s.quality:.2f}"
+
+
+def _interval(low: float | None, high: float | None, *, signed: bool = False) -> str:
+    if low is None or high is None:
+        return "-"
+    return f"{low:+.3f} to {high:+.3f}" if signed else f"{low:.3f} to {high:.3f}"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _cost(value: float | None) -> str:
+    return "-" if value is None else f"${value:.5f}"

@@ -1,0 +1,329 @@
+"""Run an evaluation: every system answers every item through the batch runner, then scoring.
+
+Systems run one after another, each over all items with `moa_graph.batch.BatchRunner`
+(concurrency, retries, rate limits, resume and cost come from it); with ``out`` set, each
+system's records go to ``out/runs/`` and a re-run resumes where it stopped. A second turn
+(MT-Bench) is asked with the whole conversation so far: the first question, the system's own
+first answer, then the second question, which is what the system's thread holds after the first
+turn. Judgments are cached in ``out/judgments.jsonl``.
+"""
+
+import asyncio
+import platform
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from moa_graph.batch.progress import Progress
+from moa_graph.batch.rows import Row
+from moa_graph.batch.runner import BatchRunner, Prices, settings_of
+from moa_graph.batch.store import RecordStore
+from moa_graph.errors import MoAConfigError
+from moa_graph.eval.judge import (
+    Judge,
+    Judgment,
+    combine_orders,
+    consistent,
+    pairwise_prompt,
+    single_prompt,
+)
+from moa_graph.eval.report import EvalReport, Metric, build_report
+from moa_graph.eval.suites import Item, Suite, load_suite
+from moa_graph.eval.systems import System, file_slug, parse_systems
+from moa_graph.moa import total_usage
+
+JudgeMode = Literal["pairwise", "single"]
+
+
+async def arun_eval(
+    suite: str | Suite,
+    systems: Sequence[str],
+    *,
+    settings: dict[str, Any] | None = None,
+    n: int | None = None,
+    seed: int = 7,
+    judge: str | None = None,
+    judge_mode: JudgeMode = "pairwise",
+    baseline: str | None = None,
+    out: str | Path | None = None,
+    concurrency: int = 8,
+    prices: Prices | None = None,
+    judge_max_tokens: int = 1024,
+    progress: bool = False,
+) -> EvalReport:
+    """Run `systems` on the same items of `suite`, score them, and return the report.
+
+    Args:
+        suite: A suite name (`moa_graph.eval.suites.load_suite`) or a `Suite`.
+        systems: System names (`moa_graph.eval.systems.parse_systems`): presets,
+            ``single:SPEC``, ``best-single``, ``json:FILE``.
+        settings: MoAContext fields the systems share (the configured models, max_tokens, ...);
+            ``MOA_*`` variables fill the rest.
+        n: Only the first `n` items.
+        seed: Seed of generated suites and of the bootstrap; the runs' seeds derive from it.
+        judge: Model spec of the judge; required for judged suites, unused for exact ones.
+        judge_mode: ``pairwise`` (against `baseline`, both orders) or ``single`` (1-10).
+        baseline: The system the others are compared with (default: the first one).
+        out: Folder for the runs and judgments (resumable), or None to keep nothing.
+        concurrency: Runs (and judge calls) in flight at once.
+        prices: USD per million tokens by model label, for the cost column.
+        judge_max_tokens: Most tokens per judgment.
+        progress: Show each system's progress on stderr.
+
+    Returns:
+        The `EvalReport`; its ``records`` hold every item's answers, scores and judgments.
+
+    Raises:
+        MoAConfigError: A bad suite, system, judge or option; raised before any model call.
+    """
+    loaded = suite if isinstance(suite, Suite) else load_suite(suite, n=n, seed=seed)
+    chosen, best_single = parse_systems(list(systems), dict(settings or {}))
+    names = [s.name for s in chosen]
+    baseline = baseline or names[0]
+    if baseline not in names:
+        raise MoAConfigError(f"baseline={baseline!r} is not among the systems {names}")
+    if judge_mode not in ("pairwise", "single"):
+        raise MoAConfigError(f"judge_mode={judge_mode!r}: use 'pairwise' or 'single'")
+    if concurrency < 1:
+        raise MoAConfigError("concurrency must be a whole number >= 1")
+    if loaded.judged and judge is None:
+        raise MoAConfigError(
+            f"suite {loaded.name!r} has no exact answers: give a judge model (--judge SPEC)"
+        )
+    if loaded.judged and judge_mode == "pairwise" and len(chosen) < 2:
+        raise MoAConfigError("pairwise judging needs two systems or more: add a baseline")
+    folder = Path(out) if out is not None else None
+    if folder is not None:
+        (folder / "runs").mkdir(parents=True, exist_ok=True)
+    the_judge = None
+    if loaded.judged and judge is not None:
+        the_judge = Judge(
+            judge, max_tokens=judge_max_tokens,
+            cache=folder / "judgments.jsonl" if folder else None,
+        )  # fmt: skip
+
+    answers = {}
+    for system in chosen:
+        answers[system.name] = await _answer(
+            system, loaded.items, folder, concurrency, prices, progress
+        )
+    records = [
+        _record(item, name, answers[name][item.id]) for item in loaded.items for name in names
+    ]
+    metric: Metric = "accuracy"
+    if loaded.checker is not None:
+        for record, item in zip(records, _repeat(loaded.items, len(names)), strict=True):
+            score = loaded.checker(item, record["answer"]) if record["ok"] else 0.0
+            record.update(score=score, correct=score >= 1.0)
+    else:
+        assert the_judge is not None
+        metric = "win rate" if judge_mode == "pairwise" else "rating"
+        await _judge_all(the_judge, judge_mode, loaded, records, baseline, concurrency)
+    report = build_report(
+        suite=loaded.name, description=loaded.description, items=len(loaded.items),
+        metric=metric, systems=[(s.name, s.description, s.single) for s in chosen],
+        records=records, baseline=baseline, best_single=best_single, seed=seed,
+    )  # fmt: skip
+    if the_judge is not None:
+        report.judge, report.judge_mode = the_judge.name, judge_mode
+        report.judge_usage = total_usage(j.get("usage") for r in records for j in r["judgments"])
+    report.settings = {
+        "suite": loaded.name, "n": len(loaded.items), "seed": seed, "baseline": baseline,
+        "judge": the_judge.spec.to_dict() if the_judge else None, "judge_mode": judge_mode,
+        "concurrency": concurrency, "prices": dict(prices) if prices else None,
+        "systems": {s.name: {"description": s.description, **settings_of(s.context)}
+                    for s in chosen},
+        "versions": versions(),
+    }  # fmt: skip
+    return report
+
+
+def run_eval(suite: str | Suite, systems: Sequence[str], **options: Any) -> EvalReport:
+    """Run `arun_eval` to the end (for scripts and notebooks without an event loop).
+
+    Example::
+
+        report = run_eval("arithmetic", ["single:local:smollm2", "self-moa", "vote"], n=40)
+        print(report.to_markdown())
+    """
+    return asyncio.run(arun_eval(suite, systems, **options))
+
+
+def versions() -> dict[str, str]:
+    """Return the versions of moa-graph, its main dependencies, and Python."""
+    names = ("moa-graph", "langgraph", "langchain-core", "langchain-openai", "reasoning-gym")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {**found, "python": platform.python_version()}
+
+
+async def _answer(
+    system: System,
+    items: list[Item],
+    folder: Path | None,
+    concurrency: int,
+    prices: Prices | None,
+    progress: bool,
+) -> dict[str, list[dict[str, Any]]]:
+    """Return each item's batch records, one per turn answered, for `system`."""
+    turns: dict[str, list[dict[str, Any]]] = {item.id: [] for item in items}
+    conversations: dict[str, list[dict[str, str]]] = {item.id: [] for item in items}
+    most = max(len(item.turns) for item in items)
+    for turn in range(most):
+        rows = []
+        for index, item in enumerate(items):
+            earlier = turns[item.id]
+            if turn >= len(item.turns) or (earlier and earlier[-1]["status"] != "ok"):
+                continue
+            if earlier:
+                conversations[item.id].append(
+                    {"role": "assistant", "content": earlier[-1]["answer"]}
+                )
+            conversations[item.id].append({"role": "user", "content": item.turns[turn]})
+            rows.append(Row(index, item.id, list(conversations[item.id]), item.turns[turn]))
+        output = (
+            str(folder / "runs" / f"{file_slug(system.name)}.turn{turn + 1}.jsonl")
+            if folder
+            else None
+        )
+        # A re-run resumes the rows that answered and redoes those that failed.
+        runner = BatchRunner(
+            context=system.context, concurrency=concurrency, output=output, prices=prices,
+            retry_failed=True,
+        )  # fmt: skip
+        label = f"{system.name} turn {turn + 1}" if most > 1 else system.name
+        found: dict[str, dict[str, Any]] = {}
+        with Progress(runner.stats, len(rows), enabled=progress, label=label) as shown:
+            async for record in runner.run(rows):
+                found[record["key"]] = record
+                shown.update()
+        if output is not None:  # rows resumed from an earlier run
+            found = {r["key"]: r for r in RecordStore(output).records()} | found
+        for row in rows:
+            if (answered := found.get(runner.pair_key(row, 0))) is not None:
+                turns[row.id].append(answered)
+    return turns
+
+
+def _record(item: Item, system: str, turns: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = len(turns) == len(item.turns) and all(t["status"] == "ok" for t in turns)
+    costs = [t.get("cost_usd") for t in turns]
+    usage = total_usage(t.get("usage") for t in turns)
+    return {
+        "item": item.id,
+        "system": system,
+        "category": item.category,
+        "ok": ok,
+        "answer": turns[-1]["answer"] if ok else None,
+        "turns": [
+            {
+                "prompt": t.get("prompt"),
+                "answer": t["answer"],
+                "status": t["status"],
+                "error": t["error"],
+                "latency_s": t["latency_s"],
+                "usage": t.get("usage"),
+                "calls": _calls(t),
+                "cost_usd": t.get("cost_usd"),
+            }
+            for t in turns
+        ],
+        "reference": item.reference,
+        "score": None,
+        "correct": None,
+        "preference": None,
+        "length": sum(len(t["answer"] or "") for t in turns),
+        "tokens": (usage["input_tokens"] + usage["output_tokens"]) if usage else 0,
+        "calls": sum(_calls(t) for t in turns),
+        "latency_s": round(sum(t["latency_s"] for t in turns), 3),
+        "cost_usd": None if None in costs or not costs else round(sum(c or 0.0 for c in costs), 8),
+        "judgments": [],
+    }
+
+
+def _calls(record: dict[str, Any]) -> int:
+    aggregation = record.get("aggregation") or {}
+    return len(record.get("proposals") or []) + int(aggregation.get("calls", 0))
+
+
+async def _judge_all(
+    judge: Judge,
+    mode: JudgeMode,
+    suite: Suite,
+    records: list[dict[str, Any]],
+    baseline: str,
+    concurrency: int,
+) -> None:
+    """Fill each record's judged fields (``score`` or ``preference``) and ``judgments``."""
+    items = {item.id: item for item in suite.items}
+    slots = asyncio.Semaphore(concurrency)
+
+    async def ask(prompt: tuple[str, list[Any]]) -> Judgment:
+        async with slots:
+            return await judge.judge(*prompt)
+
+    if mode == "single":
+        await asyncio.gather(*(_rate(r, items[r["item"]], ask) for r in records))
+        return
+    base = {r["item"]: r for r in records if r["system"] == baseline}
+    others = [r for r in records if r["system"] != baseline]
+    await asyncio.gather(*(_pair(r, base[r["item"]], items[r["item"]], ask) for r in others))
+
+
+async def _rate(record: dict[str, Any], item: Item, ask: Any) -> None:
+    if not record["ok"]:
+        record["score"] = 1.0  # the scale's lowest: a failure counts against the system
+        return
+    answers = [t["answer"] for t in record["turns"]]
+    judgments = await asyncio.gather(
+        *(ask(single_prompt(item.turns, answers, turn, item.judge_references))
+          for turn in range(len(item.turns)))
+    )  # fmt: skip
+    record["judgments"] = [j.to_dict() for j in judgments]
+    ratings = [j.rating for j in judgments if j.rating is not None]
+    record["score"] = sum(ratings) / len(ratings) if ratings else None
+    record["judge_errors"] = sum(j.rating is None for j in judgments)
+
+
+async def _pair(record: dict[str, Any], base: dict[str, Any], item: Item, ask: Any) -> None:
+    if not record["ok"] or not base["ok"]:
+        # No judge call: a side that failed to answer loses; both failing is a tie.
+        record["preference"] = 0.5 if record["ok"] == base["ok"] else float(record["ok"])
+        return
+    mine = [t["answer"] for t in record["turns"]]
+    theirs = [t["answer"] for t in base["turns"]]
+    refs = item.judge_references
+    prompts = []
+    for turn in range(len(item.turns)):
+        prompts.append(pairwise_prompt(item.turns, mine, theirs, turn, refs))
+        prompts.append(pairwise_prompt(item.turns, theirs, mine, turn, refs))
+    judgments = await asyncio.gather(*(ask(p) for p in prompts))
+    record["judgments"] = [
+        {**j.to_dict(), "turn": i // 2 + 1, "system_is": "A" if i % 2 == 0 else "B"}
+        for i, j in enumerate(judgments)
+    ]
+    preferences = []
+    counts = {"pairs_judged": 0, "consistent": 0, "verdicts": 0, "first_position": 0}
+    for first, swapped in zip(judgments[::2], judgments[1::2], strict=True):
+        for j in (first, swapped):
+            if j.verdict in ("A", "B"):
+                counts["verdicts"] += 1
+                counts["first_position"] += j.verdict == "A"
+        preference = combine_orders(first.verdict, swapped.verdict)
+        if preference is None or first.verdict is None or swapped.verdict is None:
+            continue
+        preferences.append(preference)
+        counts["pairs_judged"] += 1
+        counts["consistent"] += consistent(first.verdict, swapped.verdict)
+    record.update(counts)
+    record["judge_errors"] = sum(j.verdict is None for j in judgments)
+    record["preference"] = sum(preferences) / len(preferences) if preferences else None
+
+
+def _repeat(items: list[Item], times: int) -> list[Item]:
+    return [item for item in items for _ in range(times)]
