@@ -201,8 +201,9 @@ class EvalReport:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for s in self.systems:
+            quality = _quality(s, s.name == self.baseline)
             lines.append(
-                f"| {s.name} | {_quality(s, s.name == self.baseline)} | {_interval(s.low, s.high)} | {s.failures} "
+                f"| {s.name} | {quality} | {_interval(s.low, s.high)} | {s.failures} "
                 f"| {s.calls_per_item:.1f} | {s.tokens_per_item:.0f} | {_cost(s.cost_per_item)} "
                 f"| {s.latency_p50_s:.2f} | {s.latency_p95_s:.2f} |"
             )
