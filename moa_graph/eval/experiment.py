@@ -13,6 +13,7 @@ calls the server).
 
 import os
 import uuid
+import warnings
 from typing import Any
 
 from moa_graph.eval.report import EvalReport
@@ -72,12 +73,14 @@ async def log_experiments(report: EvalReport) -> dict[str, list[dict[str, Any]]]
         def quality(run: Any, example: Any) -> dict[str, Any]:
             return {"key": report.metric.replace(" ", "_"), "score": run.outputs["score"]}
 
-        results = await aevaluate(
-            target, data=data, evaluators=[quality], client=client,
-            experiment_prefix=f"moa-graph {report.suite} {system}",
-            metadata={"system": system, **report.settings.get("systems", {}).get(system, {})},
-            upload_results=online, max_concurrency=4,
-        )  # fmt: skip
+        with warnings.catch_warnings():  # upload_results=False is marked beta; it is what works
+            warnings.filterwarnings("ignore", message=".upload_results. parameter is in beta")
+            results = await aevaluate(
+                target, data=data, evaluators=[quality], client=client,
+                experiment_prefix=f"moa-graph {report.suite} {system}",
+                metadata={"system": system, **report.settings.get("systems", {}).get(system, {})},
+                upload_results=online, max_concurrency=4,
+            )  # fmt: skip
         rows = []
         async for row in results:
             scores = row["evaluation_results"]["results"]

@@ -1,0 +1,308 @@
+"""`moa-graph eval` over a scripted OpenAI-compatible server: systems, judges, files, resume.
+
+The systems and the judge are real spec-built models talking HTTP to a scripted server, so
+what is asserted is what the evaluation sends and computes, never which system is better.
+"""
+
+import json
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from moa_graph import MoAConfigError, MoAContext, build_moa_graph
+from moa_graph.cli import main
+from moa_graph.eval import arun_eval, load_suite, write_artifacts
+from moa_graph.eval.experiment import log_experiments
+from moa_graph.eval.systems import parse_systems
+from tests.scripted_openai_server import ScriptedOpenAIServer
+
+A, B = "single:openai:a", "single:openai:b"
+
+
+def _system_answer(body: dict[str, Any]) -> str:
+    """Model a says "good <n+1>", model b says "bad <n>", for a question about number n."""
+    question = body["messages"][-1]["content"]
+    number = int(re.findall(r"\d+", question)[-1]) if re.findall(r"\d+", question) else 0
+    return f"good {number + 1}" if body["model"] == "a" else f"bad {number}"
+
+
+def _fair_judge(body: dict[str, Any]) -> str:
+    """Prefers the answer with "good"; rates "good" answers 8 and others 3."""
+    prompt = body["messages"][-1]["content"]
+    if "[[rating]]" in prompt:
+        answer = prompt.split("Answer]\n")[-1]
+        return "Rating: [[8]]" if "good" in answer else "Rating: [[3]]"
+    first = prompt.split("Assistant A")[1]
+    return "[[A]]" if "good" in first.split("Assistant B")[0] else "[[B]]"
+
+
+def scripted(judge: Any = _fair_judge) -> ScriptedOpenAIServer:
+    def script(body: dict[str, Any]) -> str:
+        return judge(body) if body["model"] == "judge" else _system_answer(body)
+
+    return ScriptedOpenAIServer(script)
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedOpenAIServer]:
+    running = scripted().start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
+    yield running
+    running.stop()
+
+
+def jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"jsonl:{path}"
+
+
+async def test_exact_suite_scores_every_item_with_tokens_and_calls(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    # references n+1: model a is always right, model b never.
+    suite = jsonl(
+        tmp_path / "s.jsonl", [{"prompt": f"q {i}", "reference": i + 1} for i in range(8)]
+    )
+    report = await arun_eval(suite, [B, A, "vote"], settings={"proposers": ["openai:a"] * 3})
+    b, a, vote = report.systems
+    assert (b.correct, a.correct, vote.correct) == (0, 8, 8)
+    assert (b.calls_per_item, vote.calls_per_item) == (1, 3)
+    assert b.tokens_per_item == 18 and vote.tokens_per_item == 54  # the server's 11 + 7 a call
+    assert len(report.records) == 24 and all(r["latency_s"] > 0 for r in report.records)
+    comparison = report.comparisons[0]
+    assert (comparison.system, comparison.baseline) == (A, B)
+    assert comparison.estimate == 1.0 and comparison.p_value == pytest.approx(2 / 2**8)
+    assert comparison.verdict == "better"
+    assert server.answered == 8 * 5
+    # single models are greedy; temperature is sent as 0
+    assert {body["temperature"] for body in server.requests if body["model"] == "b"} == {0.0}
+
+
+async def test_always_a_judge_gives_consistency_0_and_win_rate_one_half(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    server = scripted(judge=lambda body: "Assistant A is better. [[A]]").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    try:
+        suite = jsonl(tmp_path / "s.jsonl", [{"prompt": f"q {i}"} for i in range(6)])
+        report = await arun_eval(suite, [B, A], judge="openai:judge")
+    finally:
+        server.stop()
+    [comparison] = report.comparisons
+    assert comparison.estimate == 0.5 and comparison.consistency == 0.0
+    assert comparison.first_position_rate == 1.0
+    assert comparison.verdict == "not distinguishable"
+    judge_calls = [body for body in server.requests if body["model"] == "judge"]
+    assert len(judge_calls) == 12  # both orders per item
+    assert {body["temperature"] for body in judge_calls} == {0.0}
+
+
+async def test_fair_judge_survives_the_swap_and_single_grading_averages_ratings(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    suite = jsonl(tmp_path / "s.jsonl", [{"prompt": f"q {i}"} for i in range(10)])
+    report = await arun_eval(suite, [B, A], judge="openai:judge")
+    [comparison] = report.comparisons
+    assert (comparison.estimate, comparison.consistency, comparison.first_position_rate) == (
+        1.0, 1.0, 0.5,
+    )  # fmt: skip
+    assert comparison.verdict == "better" and comparison.length_adjusted is not None
+    record = next(r for r in report.records if r["system"] == A)
+    assert [j["system_is"] for j in record["judgments"]] == ["A", "B"]
+    assert record["judgments"][0]["text"] == "[[A]]"
+
+    report = await arun_eval(suite, [B, A], judge="openai:judge", judge_mode="single")
+    assert report.metric == "rating"
+    assert [s.quality for s in report.systems] == [3.0, 8.0]
+    assert report.comparisons[0].estimate == 5.0
+
+
+async def test_second_turn_sees_the_first_answer_as_a_thread_would(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    suite = jsonl(tmp_path / "s.jsonl", [{"id": "x", "turns": ["q 1", "q 5"]}])
+    report = await arun_eval(suite, [A, B], judge="openai:judge")
+    turn_two = [b["messages"] for b in server.requests if b["model"] == "a"][1]
+    assert [m["content"] for m in turn_two] == ["q 1", "good 2", "q 5"]
+    judged = [b for b in server.requests if b["model"] == "judge"]
+    prompts = [b["messages"][-1]["content"] for b in judged]
+    assert len(judged) == 4
+    assert sum("### Assistant A:\ngood 6" in p for p in prompts) == 1  # turn 2, both orders
+    assert sum("### Assistant B:\ngood 6" in p for p in prompts) == 1
+    assert report.records[0]["turns"][1]["answer"] == "good 6"
+
+    # The same conversation through a LangGraph thread (a checkpointer, two invokes).
+    server.requests.clear()
+    graph = build_moa_graph().compile(checkpointer=InMemorySaver())
+    context = MoAContext(proposers=["openai:a"], aggregator_mode="vote")
+    config = {"configurable": {"thread_id": "t"}}
+    for text in ("q 1", "q 5"):
+        await graph.ainvoke({"messages": [HumanMessage(text)]}, config, context=context)
+    assert [m["content"] for m in server.requests[1]["messages"]] == ["q 1", "good 2", "q 5"]
+
+
+async def test_mt_bench_ships_80_two_turn_questions_with_30_references() -> None:
+    suite = load_suite("mt-bench")
+    assert len(suite.items) == 80 and suite.judged and suite.turns == 2
+    guided = [item for item in suite.items if item.judge_references]
+    assert len(guided) == 30
+    assert {item.category for item in guided} == {"math", "reasoning", "coding"}
+    assert len(load_suite("mt-bench", n=5).items) == 5
+
+
+def test_reasoning_gym_suites_are_seeded_and_scored_on_the_last_number() -> None:
+    suite = load_suite("arithmetic", n=5, seed=7)
+    assert [i.turns for i in suite.items] == [i.turns for i in load_suite("arithmetic", n=5).items]
+    item = suite.items[0]
+    assert item.turns[0].endswith("Give only the final number.")
+    assert suite.checker is not None
+    assert suite.checker(item, f"1 + 1 = 2, so the answer is {item.reference}") == 1.0
+    assert suite.checker(item, f"{item.reference} is not it, it is 1000") == 0.0
+    gsm = load_suite("gsm", n=2)
+    assert gsm.checker is not None
+    assert gsm.checker(gsm.items[0], f"The total is ${gsm.items[0].reference}.") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("suite", "message"),
+    [
+        ("nope", "suite='nope' is unknown"),
+        ("jsonl:/no/such.jsonl", "not found"),
+        ("reasoning-gym:no_such_dataset", "reasoning-gym refused"),
+    ],
+)
+def test_bad_suites_are_refused(suite: str, message: str) -> None:
+    with pytest.raises(MoAConfigError, match=re.escape(message)):
+        load_suite(suite)
+
+
+def test_mixed_references_and_alpaca_files(tmp_path: Path) -> None:
+    mixed = jsonl(tmp_path / "m.jsonl", [{"prompt": "a", "reference": "1"}, {"prompt": "b"}])
+    with pytest.raises(MoAConfigError, match="1 of 2 items have a 'reference'"):
+        load_suite(mixed)
+    alpaca = tmp_path / "alpaca.json"
+    alpaca.write_text(json.dumps([{"instruction": "Say hi", "dataset": "helpful_base"}]))
+    suite = load_suite(f"alpaca:{alpaca}")
+    assert suite.judged and suite.items[0].turns == ("Say hi",)
+    assert suite.items[0].category == "helpful_base"
+
+
+def test_systems_presets_singles_best_single_and_files(tmp_path: Path) -> None:
+    base = {"proposers": ["openai:a", "openai:b", "openai:a"], "aggregator": "openai:c"}
+    named = tmp_path / "systems.json"
+    named.write_text(json.dumps({"mine": {"preset": "usc", "rounds": 2}, "raw": {"rounds": 3}}))
+    systems, best = parse_systems(
+        ["self-moa", "single:openai:a temperature=0.7", "best-single", f"json:{named}"], base
+    )
+    by_name = {s.name: s for s in systems}
+    assert best
+    assert list(by_name) == [
+        "self-moa", "single:openai:a temperature=0.7", "mine", "raw", "single:openai:a",
+        "single:openai:b",
+    ]  # fmt: skip
+    [self_moa] = by_name["self-moa"].context.proposer_specs(1)
+    assert (self_moa.model, self_moa.n) == ("openai:a", 6)  # the first proposer, k = 6
+    sampled = by_name["single:openai:a temperature=0.7"]
+    assert sampled.single and sampled.context.proposer_specs(1)[0].temperature == 0.7
+    assert by_name["single:openai:b"].context.proposer_specs(1)[0].temperature == 0.0
+    assert by_name["mine"].context.aggregator_mode == "select"
+    assert by_name["mine"].context.rounds == 2 and by_name["raw"].context.rounds == 3
+    for names, message in [
+        (["nope"], "system 'nope' is unknown"),
+        (["vote", "vote"], "named twice"),
+        (["single:openai:a n=3"], "for samples use self-moa or vote"),
+        ([f"json:{tmp_path / 'none.json'}"], "cannot read"),
+    ]:
+        with pytest.raises(MoAConfigError, match=re.escape(message)):
+            parse_systems(names, base)
+
+
+async def test_bad_settings_are_refused_before_any_call(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    judged = jsonl(tmp_path / "s.jsonl", [{"prompt": "q 1"}])
+    with pytest.raises(MoAConfigError, match="give a judge model"):
+        await arun_eval(judged, [A, B])
+    with pytest.raises(MoAConfigError, match="baseline='c' is not among"):
+        await arun_eval(judged, [A, B], judge="openai:judge", baseline="c")
+    with pytest.raises(MoAConfigError, match="needs two systems"):
+        await arun_eval(judged, [A], judge="openai:judge")
+    assert server.requests == []
+
+
+async def test_files_are_written_readable_and_a_rerun_makes_no_call(
+    server: ScriptedOpenAIServer, tmp_path: Path
+) -> None:
+    suite = jsonl(tmp_path / "s.jsonl", [{"prompt": f"q {i}"} for i in range(4)])
+    out = tmp_path / "out"
+    report = await arun_eval(suite, [B, A], judge="openai:judge", out=out)
+    paths = write_artifacts(report, out)
+    assert [p.name for p in paths] == ["results.json", "items.jsonl", "summary.md", "plot.png"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["summary"]["comparisons"][0]["estimate"] == 1.0
+    assert results["settings"]["systems"][A]["proposers"][0]["temperature"] == 0.0
+    assert results["items"][1]["judgments"][0]["text"] == "[[A]]"
+    lines = (out / "items.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and json.loads(lines[0])["item"] == "0"
+    assert (out / "summary.md").read_text() == report.to_markdown()
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    calls = len(server.requests)
+    again = await arun_eval(suite, [B, A], judge="openai:judge", out=out)
+    assert len(server.requests) == calls  # answers resumed, judgments cached
+    assert again.summary() == report.summary()
+
+
+def test_cli_prints_the_table_and_exports_alpaca_eval_files(
+    server: ScriptedOpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = jsonl(
+        tmp_path / "s.jsonl", [{"prompt": f"q {i}", "reference": i + 1} for i in range(3)]
+    )
+    out = tmp_path / "out"
+    status = main(
+        ["eval", "--suite", suite, "--systems", f"{B},{A}", "--out", str(out), "--no-progress",
+         "--alpaca-export", "--no-plot"]
+    )  # fmt: skip
+    printed = capsys.readouterr()
+    assert status == 0, printed.err
+    assert f"| {A} | 1.000 (3/3) |" in printed.out
+    assert "McNemar p" in printed.out
+    exported = json.loads((out / "alpaca_eval" / "single_openai_a.json").read_text())
+    assert exported[0] == {
+        "instruction": "q 0", "output": "good 1", "generator": A, "dataset": suite,
+    }  # fmt: skip
+    assert not (out / "plot.png").exists()
+    assert main(["eval", "--suite", suite, "--systems", "nope"]) == 2
+    assert "system 'nope' is unknown" in capsys.readouterr().err
+
+
+async def test_langsmith_experiments_run_offline_without_a_network_call(
+    server: ScriptedOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite = jsonl(
+        tmp_path / "s.jsonl", [{"prompt": f"q {i}", "reference": i + 1} for i in range(3)]
+    )
+    report = await arun_eval(suite, [B, A])
+    connections: list[Any] = []
+
+    def refuse(self: socket.socket, address: Any) -> None:
+        connections.append(address)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    logged = await log_experiments(report)
+    assert connections == []
+    assert sorted(logged) == [A, B]
+    assert sorted((row["item"], row["score"]) for row in logged[A]) == [
+        ("0", 1.0), ("1", 1.0), ("2", 1.0),
+    ]  # fmt: skip
+    assert {row["score"] for row in logged[B]} == {0.0}
