@@ -1,7 +1,8 @@
 """``moa-graph eval --suite SUITE --systems A,B,...``: the comparison, printed and saved.
 
 Exit status: 0 when the evaluation ran (whatever it found, and even when some items failed to
-answer: they count against their system), 2 for bad usage or settings, 1 when it could not run.
+answer: they count against their system), 2 for bad usage or settings, 1 when a system
+answered no item at all (a wrong endpoint or key, say) or the run failed.
 """
 
 import argparse
@@ -91,6 +92,13 @@ def run(args: argparse.Namespace, settings: dict[str, Any]) -> int:
         if args.alpaca_export:
             paths += export_alpaca_eval(report, args.out)
         print(f"moa-graph: wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    silent = [s.name for s in report.systems if s.failures == report.items]
+    for name in silent:
+        first = next(r for r in report.records if r["system"] == name)
+        error = (first["turns"][-1]["error"] or {}).get("message") if first["turns"] else None
+        print(f"moa-graph: {name} answered no item; the first error: {error}", file=sys.stderr)
+    if silent:
+        return 1
     if args.langsmith:
         from moa_graph.eval.experiment import has_langsmith_key, log_experiments
 

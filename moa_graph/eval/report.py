@@ -282,7 +282,8 @@ def build_report(
     notes = []
     singles = [r for r, (_, _, single) in zip(results, systems, strict=True) if single]
     if best_single and singles:
-        best = max(singles, key=lambda r: -1.0 if r.quality is None else r.quality)
+        # In pairwise mode the baseline has no win rate of its own: against itself it is 0.5.
+        best = max(singles, key=lambda r: 0.5 if r.quality is None else r.quality)
         results.append(
             replace(
                 best, name=BEST_SINGLE, chosen_from=best.name,

@@ -78,7 +78,9 @@ async def arun_eval(
         MoAConfigError: A bad suite, system, judge or option; raised before any model call.
     """
     loaded = suite if isinstance(suite, Suite) else load_suite(suite, n=n, seed=seed)
-    chosen, best_single = parse_systems(list(systems), dict(settings or {}))
+    # The seed is part of every system's settings, so each run's seed (derived from its key
+    # by the batch runner) changes with it.
+    chosen, best_single = parse_systems(list(systems), {**(settings or {}), "seed": seed})
     names = [s.name for s in chosen]
     baseline = baseline or names[0]
     if baseline not in names:

@@ -50,3 +50,12 @@ def test_batch_example(tmp_path: Path) -> None:
     assert [line.split()[:3] for line in lines] == [
         ["0", "0", "ok"], ["0", "1", "ok"], ["c1", "0", "ok"], ["c1", "1", "ok"],
     ]  # fmt: skip
+
+
+def test_eval_example(tmp_path: Path) -> None:
+    lines = run_block("report = run_eval(", tmp_path)
+    rows = [line.split() for line in lines[:2]]
+    assert [row[0] for row in rows] == ["single:local:smollm2", "vote"]
+    for _, correct, n, tokens in rows:
+        assert 0 <= int(correct) <= 4 and n == "4" and int(tokens) > 0
+    assert lines[2].startswith("vote vs single:local:smollm2: ")

@@ -306,3 +306,16 @@ async def test_langsmith_experiments_run_offline_without_a_network_call(
         ("0", 1.0), ("1", 1.0), ("2", 1.0),
     ]  # fmt: skip
     assert {row["score"] for row in logged[B]} == {0.0}
+
+
+def test_cli_exits_1_when_a_system_answers_nothing(
+    server: ScriptedOpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = jsonl(tmp_path / "s.jsonl", [{"prompt": "q 1", "reference": 2}])
+    broken = "single:openai:a base_url=http://127.0.0.1:9/v1"
+    status = main(["eval", "--suite", suite, "--systems", f"{A},{broken}", "--retries", "0",
+                   "--no-progress"])  # fmt: skip
+    printed = capsys.readouterr()
+    assert status == 1
+    assert f"{broken} answered no item; the first error: " in printed.err
+    assert "| 1.000 (1/1) |" in printed.out  # the table is still printed

@@ -1,0 +1,74 @@
+"""`moa-graph eval` on the embedded model, as a user runs it.
+
+Nothing here asserts which system wins: at 135M nothing is distinguishable (../EVAL.md). The
+tests assert that every figure is computed from the items the run recorded.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from moa_graph.cli import main
+from moa_graph.eval.stats import wilson
+
+pytestmark = pytest.mark.integration
+
+SYSTEMS = ["single:local:smollm2", "vote"]
+
+
+def test_exact_suite_through_the_cli(
+    tmp_path: Path, embedded_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval"
+    status = main(
+        ["eval", "--suite", "arithmetic", "--n", "10", "--systems", ",".join(SYSTEMS),
+         "--max-tokens", "32", "--out", str(out), "--no-progress"]
+    )  # fmt: skip
+    printed = capsys.readouterr()
+    assert status == 0, printed.err
+    results = json.loads((out / "results.json").read_text())
+    items = results["items"]
+    assert len(items) == 10 * len(SYSTEMS)
+    for record in items:
+        assert record["ok"], record["turns"]
+        assert record["score"] is not None and record["correct"] in (True, False)
+        assert record["tokens"] > 0 and record["latency_s"] > 0
+    summary = {s["name"]: s for s in results["summary"]["systems"]}
+    for name in SYSTEMS:
+        mine = [r for r in items if r["system"] == name]
+        correct = sum(r["correct"] for r in mine)
+        assert summary[name]["correct"] == correct
+        assert (summary[name]["low"], summary[name]["high"]) == pytest.approx(wilson(correct, 10))
+        assert summary[name]["tokens_per_item"] == pytest.approx(
+            sum(r["tokens"] for r in mine) / 10
+        )
+    assert summary["single:local:smollm2"]["calls_per_item"] == 1
+    assert summary["vote"]["calls_per_item"] == 3
+    [comparison] = results["summary"]["comparisons"]
+    assert comparison["verdict"] in ("better", "not distinguishable", "worse")
+    assert "95% CI" in printed.out and printed.out.strip() in (out / "summary.md").read_text()
+    assert (out / "plot.png").stat().st_size > 10_000
+
+
+def test_mt_bench_judged_by_the_embedded_model(tmp_path: Path, embedded_url: str) -> None:
+    # The 135M judge is plumbing only: it rarely writes a [[rating]]; its raw text is kept.
+    out = tmp_path / "mt"
+    status = main(
+        ["eval", "--suite", "mt-bench", "--n", "2", "--systems", ",".join(SYSTEMS),
+         "--judge", "local:smollm2", "--judge-mode", "single", "--judge-max-tokens", "48",
+         "--max-tokens", "32", "--out", str(out), "--no-progress", "--no-plot"]
+    )  # fmt: skip
+    assert status == 0
+    items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert len(items) == 2 * len(SYSTEMS)
+    for record in items:
+        assert [t["status"] for t in record["turns"]] == ["ok", "ok"]
+        assert (
+            record["turns"][1]["usage"]["input_tokens"]
+            > record["turns"][0]["usage"]["input_tokens"]
+        )  # the second turn carries the first
+        assert len(record["judgments"]) == 2
+        for judgment in record["judgments"]:
+            assert judgment["text"] and judgment["prompt"].startswith("single-v1")
+            assert judgment["rating"] is None or 1 <= judgment["rating"] <= 10
