@@ -206,7 +206,7 @@ def _write_manifest(runner: BatchRunner, args: argparse.Namespace, started: str)
             "cost_usd": None if None in costs else round(sum(c or 0.0 for c in costs), 6),
             "started": started,
             "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "versions": _versions(),
+            "versions": versions(),
         }
     )
     return counts
@@ -343,8 +343,9 @@ def read_prices(path: Path) -> dict[str, Any]:
     return dict(prices)
 
 
-def _versions() -> dict[str, str]:
-    names = ("moa-graph", "langgraph", "langchain-core", "langchain-openai")
+def versions(*more: str) -> dict[str, str]:
+    """Return the installed versions of moa-graph, its main dependencies, `more`, and Python."""
+    names = ("moa-graph", "langgraph", "langchain-core", "langchain-openai", *more)
     found = {}
     for name in names:
         try:

@@ -9,12 +9,11 @@ turn. Judgments are cached in ``out/judgments.jsonl``.
 """
 
 import asyncio
-import platform
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from moa_graph.batch.cli import versions
 from moa_graph.batch.progress import Progress
 from moa_graph.batch.rows import Row
 from moa_graph.batch.runner import BatchRunner, Prices, settings_of
@@ -136,7 +135,7 @@ async def arun_eval(
         "concurrency": concurrency, "prices": dict(prices) if prices else None,
         "systems": {s.name: {"description": s.description, **settings_of(s.context)}
                     for s in chosen},
-        "versions": versions(),
+        "versions": versions("reasoning-gym", "langsmith"),
     }  # fmt: skip
     return report
 
@@ -150,18 +149,6 @@ def run_eval(suite: str | Suite, systems: Sequence[str], **options: Any) -> Eval
         print(report.to_markdown())
     """
     return asyncio.run(arun_eval(suite, systems, **options))
-
-
-def versions() -> dict[str, str]:
-    """Return the versions of moa-graph, its main dependencies, and Python."""
-    names = ("moa-graph", "langgraph", "langchain-core", "langchain-openai", "reasoning-gym")
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return {**found, "python": platform.python_version()}
 
 
 async def _answer(
