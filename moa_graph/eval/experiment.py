@@ -102,7 +102,8 @@ def _score(record: dict[str, Any], metric: str) -> float | None:
 
 
 def _dataset(client: Any, report: EvalReport, items: dict[str, dict[str, Any]]) -> str:
-    name = f"moa-graph eval: {report.suite} ({len(items)} items)"
+    seed = report.settings.get("seed")
+    name = f"moa-graph eval: {report.suite} ({len(items)} items, seed {seed})"
     if not client.has_dataset(dataset_name=name):
         dataset = client.create_dataset(name, description=report.description)
         client.create_examples(

@@ -234,6 +234,10 @@ class EvalReport:
                 )
         lines.append("")
         lines += [f"- {c.sentence()}" for c in self.comparisons]
+        if self.judge_usage:
+            tokens = self.judge_usage["input_tokens"] + self.judge_usage["output_tokens"]
+            calls = sum(len(r.get("judgments", [])) for r in self.records)
+            lines.append(f"- Judge: {calls} calls, {tokens} tokens (not in the systems' figures).")
         lines += [f"- Note: {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
 

@@ -9,6 +9,7 @@ turn. Judgments are cached in ``out/judgments.jsonl``.
 """
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from moa_graph.eval.report import EvalReport, Metric, build_report
 from moa_graph.eval.suites import Item, Suite, load_suite
 from moa_graph.eval.systems import System, file_slug, parse_systems
 from moa_graph.moa import total_usage
+from moa_graph.models import ModelSource
 
 JudgeMode = Literal["pairwise", "single"]
 
@@ -77,6 +79,8 @@ async def arun_eval(
         MoAConfigError: A bad suite, system, judge or option; raised before any model call.
     """
     loaded = suite if isinstance(suite, Suite) else load_suite(suite, n=n, seed=seed)
+    if isinstance(suite, Suite) and n is not None:
+        loaded = dataclasses.replace(suite, items=suite.items[:n])
     # The seed is part of every system's settings, so each run's seed (derived from its key
     # by the batch runner) changes with it.
     chosen, best_single = parse_systems(list(systems), {**(settings or {}), "seed": seed})
@@ -94,6 +98,8 @@ async def arun_eval(
         )
     if loaded.judged and judge_mode == "pairwise" and len(chosen) < 2:
         raise MoAConfigError("pairwise judging needs two systems or more: add a baseline")
+    for system in chosen:
+        _check_models(system)
     folder = Path(out) if out is not None else None
     if folder is not None:
         (folder / "runs").mkdir(parents=True, exist_ok=True)
@@ -149,6 +155,22 @@ def run_eval(suite: str | Suite, systems: Sequence[str], **options: Any) -> Eval
         print(report.to_markdown())
     """
     return asyncio.run(arun_eval(suite, systems, **options))
+
+
+def _check_models(system: System) -> None:
+    """Create the system's models now, so a missing key or package stops the run before any call.
+
+    Raises:
+        MoAConfigError: As `moa_graph.models.load_chat_model`, naming the system.
+    """
+    source = ModelSource(proposers=None, aggregator=None)
+    try:
+        for layer in range(1, system.context.rounds + 1):
+            source.proposers(system.context, layer)
+        if system.context.aggregator_mode != "vote":
+            source.aggregator(system.context)
+    except MoAConfigError as exc:
+        raise MoAConfigError(f"system {system.name!r}: {exc}") from None
 
 
 async def _answer(

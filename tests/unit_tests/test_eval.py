@@ -319,3 +319,13 @@ def test_cli_exits_1_when_a_system_answers_nothing(
     assert status == 1
     assert f"{broken} answered no item; the first error: " in printed.err
     assert "| 1.000 (1/1) |" in printed.out  # the table is still printed
+
+
+async def test_missing_credentials_stop_the_run_before_any_call(
+    server: ScriptedOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    suite = jsonl(tmp_path / "s.jsonl", [{"prompt": "q 1", "reference": 2}])
+    with pytest.raises(MoAConfigError, match=r"system 'single:openai:a'.*OPENAI_API_KEY"):
+        await arun_eval(suite, [A])
+    assert server.requests == []
