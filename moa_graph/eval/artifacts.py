@@ -86,8 +86,7 @@ def write_plot(report: EvalReport, path: Path) -> Path:
     right.set_xlabel("USD per item" if by_cost else "tokens per item")
     right.set_ylabel(report.metric)
     right.set_title(f"{report.metric} against {'cost' if by_cost else 'tokens'}")
-    if spend and min(spend) > 0:
-        right.set_xscale("log")
+    right.set_xlim(left=0)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
