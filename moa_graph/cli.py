@@ -29,6 +29,7 @@ from moa_graph.graph import build_moa_graph
 from moa_graph.moa import run_usage
 from moa_graph.presets import PRESET_DESCRIPTIONS, PRESETS
 from moa_graph.state import InputState, Proposal
+from moa_graph.sync import run_sync
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,9 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
             if not prompt.strip():
                 raise MoAConfigError("the prompt is empty: pass text, or '-' to read stdin")
-            asyncio.run(_ask(prompt, context, args))
+            run_sync(_ask(prompt, context, args))
         else:
-            asyncio.run(_chat(context, args))
+            run_sync(_chat(context, args))
     except MoAConfigError as exc:
         return _fail(2, f"error: {exc}", args.debug)
     except KeyboardInterrupt:

@@ -5,7 +5,6 @@ rows failed, 2 for bad usage or settings.
 """
 
 import argparse
-import asyncio
 import datetime
 import itertools
 import json
@@ -23,6 +22,7 @@ from moa_graph.batch.runner import BatchRunner, PairExecutor, StopRule, planned_
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.moa import total_usage
+from moa_graph.sync import run_sync
 
 
 def add_arguments(batch: argparse.ArgumentParser) -> None:
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace, context: MoAContext) -> int:
         started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         pairs = None if total is None else total * args.samples
         with Progress(runner.stats, pairs, enabled=not args.no_progress) as progress:
-            asyncio.run(_consume(runner, rows, progress))
+            run_sync(_consume(runner, rows, progress))
     finally:
         if executor is not None:
             executor.close()

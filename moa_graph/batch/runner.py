@@ -29,6 +29,7 @@ from moa_graph.errors import AggregatorError, MoAConfigError, ProposerQuorumErro
 from moa_graph.graph import build_moa_graph, proposer_cache_policy
 from moa_graph.moa import SEED_RANGE, total_usage
 from moa_graph.state import Usage
+from moa_graph.sync import run_sync
 
 Prices = Mapping[str, Mapping[str, float]]
 """USD per million tokens by model label: ``{"openai:gpt-4o-mini": {"input": 0.15,
@@ -350,7 +351,7 @@ def batch_generate(rows: Iterable[Any], **settings: Any) -> list[dict[str, Any]]
     async def collect() -> list[dict[str, Any]]:
         return [record async for record in abatch_generate(rows, **settings)]
 
-    records = asyncio.run(collect())
+    records = run_sync(collect())
     return sorted(records, key=lambda r: (r["row"], r["sample"]))
 
 

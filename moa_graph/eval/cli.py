@@ -6,7 +6,6 @@ answered no item at all (a wrong endpoint or key, say) or the run failed.
 """
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from moa_graph.errors import MoAConfigError
 from moa_graph.eval.artifacts import export_alpaca_eval, write_artifacts
 from moa_graph.eval.runner import arun_eval
 from moa_graph.eval.suites import load_suite
+from moa_graph.sync import run_sync
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace, settings: dict[str, Any]) -> int:
             f"--alpaca-export needs a single-turn suite; {args.suite!r} has {suite.turns} turns"
         )
     systems = [name.strip() for name in args.systems.split(",") if name.strip()]
-    report = asyncio.run(
+    report = run_sync(
         arun_eval(
             suite, systems, settings=settings, seed=args.seed,
             judge=args.judge, judge_mode=args.judge_mode, baseline=args.baseline,
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace, settings: dict[str, Any]) -> int:
     if args.langsmith:
         from moa_graph.eval.experiment import has_langsmith_key, log_experiments
 
-        logged = asyncio.run(log_experiments(report))
+        logged = run_sync(log_experiments(report))
         where = "uploaded to LangSmith" if has_langsmith_key() else "offline (no LangSmith key)"
         print(f"moa-graph: {len(logged)} LangSmith experiments, {where}", file=sys.stderr)
     return 0

@@ -33,6 +33,7 @@ from moa_graph.eval.suites import Item, Suite, load_suite
 from moa_graph.eval.systems import System, file_slug, parse_systems
 from moa_graph.moa import total_usage
 from moa_graph.models import ModelSource
+from moa_graph.sync import run_sync
 
 JudgeMode = Literal["pairwise", "single"]
 
@@ -154,7 +155,7 @@ def run_eval(suite: str | Suite, systems: Sequence[str], **options: Any) -> Eval
         report = run_eval("arithmetic", ["single:local:smollm2", "self-moa", "vote"], n=40)
         print(report.to_markdown())
     """
-    return asyncio.run(arun_eval(suite, systems, **options))
+    return run_sync(arun_eval(suite, systems, **options))
 
 
 def _check_models(system: System) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from moa_graph.cli import main
+from moa_graph.eval import run_eval
 from moa_graph.eval.stats import wilson
 
 pytestmark = pytest.mark.integration
@@ -72,3 +73,11 @@ def test_mt_bench_judged_by_the_embedded_model(tmp_path: Path, embedded_url: str
         for judgment in record["judgments"]:
             assert judgment["text"] and judgment["prompt"].startswith("single-v1")
             assert judgment["rating"] is None or 1 <= judgment["rating"] <= 10
+
+
+def test_two_sync_runs_in_one_process_share_the_event_loop(embedded_url: str) -> None:
+    # With asyncio.run per call, the second run's first request met a connection of the closed
+    # loop ("Event loop is closed") and that item failed.
+    for _ in range(2):
+        report = run_eval("arithmetic", ["single:local:smollm2"], n=2, settings={"max_tokens": 8})
+        assert [s.failures for s in report.systems] == [0]
