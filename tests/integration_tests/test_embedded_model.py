@@ -31,7 +31,9 @@ async def test_default_graph_answers_with_proposal_records_and_usage() -> None:
     assert answered, out["proposals"]
     for p in answered:
         assert p["usage"] and p["usage"]["input_tokens"] > 0
-        assert 0 < p["usage"]["output_tokens"] <= 96  # max_tokens reaches llama.cpp's server
+        # max_tokens reaches llama.cpp's server (else answers run on to the context size);
+        # llama-cpp-python once reported 97 for a reply cut at 96, so allow one token more.
+        assert 0 < p["usage"]["output_tokens"] <= 96 + 1
         assert p["latency_s"] > 0
 
 

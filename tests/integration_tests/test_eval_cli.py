@@ -5,12 +5,13 @@ tests assert that every figure is computed from the items the run recorded.
 """
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from moa_graph.cli import main
-from moa_graph.eval import run_eval
 from moa_graph.eval.stats import wilson
 
 pytestmark = pytest.mark.integration
@@ -18,16 +19,26 @@ pytestmark = pytest.mark.integration
 SYSTEMS = ["single:local:smollm2", "vote"]
 
 
-def test_exact_suite_through_the_cli(
-    tmp_path: Path, embedded_url: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def run(embedded_url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run a command in its own process, as a user does, on the session's embedded server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOA_")}
+    env["MOA_LOCAL_BASE_URL"] = embedded_url
+    return subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, timeout=600, env=env
+    )
+
+
+def moa_eval(embedded_url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return run(embedded_url, "-m", "moa_graph.cli", "eval", *argv, "--no-progress")
+
+
+def test_exact_suite_through_the_cli(tmp_path: Path, embedded_url: str) -> None:
     out = tmp_path / "eval"
-    status = main(
-        ["eval", "--suite", "arithmetic", "--n", "10", "--systems", ",".join(SYSTEMS),
-         "--max-tokens", "32", "--out", str(out), "--no-progress"]
+    printed = moa_eval(
+        embedded_url, "--suite", "arithmetic", "--n", "10", "--systems", ",".join(SYSTEMS),
+        "--max-tokens", "32", "--out", str(out),
     )  # fmt: skip
-    printed = capsys.readouterr()
-    assert status == 0, printed.err
+    assert printed.returncode == 0, printed.stderr
     results = json.loads((out / "results.json").read_text())
     items = results["items"]
     assert len(items) == 10 * len(SYSTEMS)
@@ -48,19 +59,20 @@ def test_exact_suite_through_the_cli(
     assert summary["vote"]["calls_per_item"] == 3
     [comparison] = results["summary"]["comparisons"]
     assert comparison["verdict"] in ("better", "not distinguishable", "worse")
-    assert "95% CI" in printed.out and printed.out.strip() in (out / "summary.md").read_text()
+    assert "95% CI" in printed.stdout
+    assert printed.stdout.strip() in (out / "summary.md").read_text()
     assert (out / "plot.png").stat().st_size > 10_000
 
 
 def test_mt_bench_judged_by_the_embedded_model(tmp_path: Path, embedded_url: str) -> None:
     # The 135M judge is plumbing only: it rarely writes a [[rating]]; its raw text is kept.
     out = tmp_path / "mt"
-    status = main(
-        ["eval", "--suite", "mt-bench", "--n", "2", "--systems", ",".join(SYSTEMS),
-         "--judge", "local:smollm2", "--judge-mode", "single", "--judge-max-tokens", "48",
-         "--max-tokens", "32", "--out", str(out), "--no-progress", "--no-plot"]
+    printed = moa_eval(
+        embedded_url, "--suite", "mt-bench", "--n", "2", "--systems", ",".join(SYSTEMS),
+        "--judge", "local:smollm2", "--judge-mode", "single", "--judge-max-tokens", "48",
+        "--max-tokens", "32", "--out", str(out), "--no-plot",
     )  # fmt: skip
-    assert status == 0
+    assert printed.returncode == 0, printed.stderr
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     assert len(items) == 2 * len(SYSTEMS)
     for record in items:
@@ -75,9 +87,17 @@ def test_mt_bench_judged_by_the_embedded_model(tmp_path: Path, embedded_url: str
             assert judgment["rating"] is None or 1 <= judgment["rating"] <= 10
 
 
+TWO_RUNS = """
+from moa_graph.eval import run_eval
+for _ in range(2):
+    report = run_eval("arithmetic", ["single:local:smollm2"], n=2, settings={"max_tokens": 8})
+    print(report.systems[0].failures)
+"""
+
+
 def test_two_sync_runs_in_one_process_share_the_event_loop(embedded_url: str) -> None:
     # With asyncio.run per call, the second run's first request met a connection of the closed
     # loop ("Event loop is closed") and that item failed.
-    for _ in range(2):
-        report = run_eval("arithmetic", ["single:local:smollm2"], n=2, settings={"max_tokens": 8})
-        assert [s.failures for s in report.systems] == [0]
+    done = run(embedded_url, "-c", TWO_RUNS)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0"]
