@@ -6,9 +6,11 @@ system) and computes every figure from them, so each number can be traced to the
 A record (``dict``) has: ``item``, ``system``, ``ok`` (every turn answered), ``score`` (exact
 suites: the checker's 0-1 score; single grading: the mean 1-10 rating; None when unscored),
 ``correct`` (exact suites), ``preference`` (pairwise: 1 win, 0.5 tie, 0 loss against the
-baseline, None for the baseline or when the judge gave no verdict), ``consistent`` and
-``first_position`` (pairwise: counts over the item's judged turns), ``length`` (characters of
-the answers), ``tokens``, ``calls``, ``latency_s``, ``cost_usd``.
+baseline, None for the baseline or when the judge gave no verdict), the pairwise counts over
+the item's turns (``pairs_judged``: both orders have a verdict; ``consistent``: of those, the
+ones that survived the swap; ``verdicts``: verdicts naming A or B; ``first_position``: of
+those, the ones naming A), ``judge_errors`` (judgments without a verdict), ``length``
+(characters of the answers), ``tokens``, ``calls``, ``latency_s``, ``cost_usd``.
 """
 
 from collections.abc import Sequence
