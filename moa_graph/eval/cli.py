@@ -15,6 +15,7 @@ from moa_graph.errors import MoAConfigError
 from moa_graph.eval.artifacts import export_alpaca_eval, write_artifacts
 from moa_graph.eval.runner import arun_eval
 from moa_graph.eval.suites import load_suite
+from moa_graph.presets import PRESETS
 from moa_graph.sync import run_sync
 
 
@@ -30,12 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--systems",
         required=True,
-        help="comma-separated: presets (moa, moa-lite, self-moa, self-moa-seq, usc, vote) on "
+        help=f"comma-separated: presets ({', '.join(sorted(PRESETS))}) on "
         "the configured models, single:SPEC (greedy unless the spec sets a temperature), "
         "best-single, json:FILE ({name: MoAContext fields})",
     )
     add("--n", type=int, help="only the first N items")
-    add("--seed", type=int, default=7, help="seed of generated suites and the bootstrap (7)")
+    add(
+        "--seed",
+        type=int,
+        default=7,
+        help="seed of generated suites, the runs and the bootstrap (7)",
+    )
     add("--baseline", help="the system the others are compared with (default: the first)")
     add("--judge", metavar="SPEC", help="judge model spec, for judged suites")
     add(
