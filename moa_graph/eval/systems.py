@@ -9,8 +9,9 @@ through the same code, records and accounting:
 - ``single:SPEC``: that model alone, one call (one proposer, ``vote`` over one answer, which
   returns it verbatim). Greedy (temperature 0) unless the spec sets a temperature, e.g.
   ``single:local:smollm2 temperature=0.7`` for a sampled single model.
-- ``best-single``: every distinct configured proposer alone (greedy); the report names the best
-  of them on this run and says that it was chosen after seeing the results.
+- ``best-single``: every distinct configured proposer alone, as configured but once and greedy;
+  the report names the best of them on this run and says that it was chosen after seeing the
+  results.
 - ``json:FILE``: the systems of a JSON object ``{"name": {MoAContext fields}}``; a system may
   also name a ``"preset"``.
 """
@@ -69,7 +70,7 @@ def parse_systems(names: list[str], base: dict[str, Any]) -> tuple[list[System],
         if name == BEST_SINGLE:
             best_single = True
         elif name.startswith(SINGLE):
-            systems.append(single_system(name, name[len(SINGLE) :], base))
+            systems.append(single_system(name, to_model_spec(name, name[len(SINGLE) :]), base))
         elif name.startswith(SYSTEMS_FILE):
             systems.extend(_from_file(Path(name[len(SYSTEMS_FILE) :]), base))
         elif name in PRESETS:
@@ -82,9 +83,11 @@ def parse_systems(names: list[str], base: dict[str, Any]) -> tuple[list[System],
     if best_single:
         present = {s.name for s in systems}
         for spec in _distinct_proposers(base):
-            name = SINGLE + spec.model
+            # The proposer as configured (role, max_tokens, model_kwargs), once and greedy.
+            alone = ModelSpec(**{**spec.to_dict(), "n": 1, "temperature": None})
+            name = SINGLE + spec.name
             if name not in present:
-                systems.append(single_system(name, spec.model, base, spec.model_kwargs))
+                systems.append(single_system(name, alone, base))
     seen: set[str] = set()
     for system in systems:
         if system.name in seen:
@@ -102,22 +105,19 @@ def file_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "system"
 
 
-def single_system(
-    name: str, text: str, base: dict[str, Any], model_kwargs: dict[str, Any] | None = None
-) -> System:
+def single_system(name: str, spec: ModelSpec, base: dict[str, Any]) -> System:
     """Return the system of one model alone: one call per turn, its answer verbatim.
 
+    Greedy (temperature 0) unless `spec` sets a temperature.
+
     Raises:
-        MoAConfigError: A bad spec, or one with ``n`` > 1 (use ``vote`` or ``self-moa``).
+        MoAConfigError: A spec with ``n`` > 1 (use ``vote`` or ``self-moa``), or bad settings.
     """
-    spec = to_model_spec(name, text)
     if spec.n != 1:
         raise MoAConfigError(
             f"{name}: a single model answers once (n=1); for samples use self-moa or vote"
         )
     fields = spec.to_dict()
-    if model_kwargs:
-        fields["model_kwargs"] = model_kwargs
     if spec.temperature is None:
         fields["temperature"] = 0.0
     temperature = fields["temperature"]
@@ -178,12 +178,12 @@ def _context(name: str, settings: dict[str, Any]) -> MoAContext:
 
 
 def _distinct_proposers(settings: dict[str, Any]) -> list[ModelSpec]:
-    """The configured proposer specs, one per distinct model, in order."""
+    """The configured proposer specs, one per distinct name (label, else model), in order."""
     context = _context("base settings", settings)
     distinct: dict[str, ModelSpec] = {}
     for layer in range(1, context.rounds + 1):
         for spec in context.proposer_specs(layer):
-            distinct.setdefault(spec.model, spec)
+            distinct.setdefault(spec.name, spec)
     return list(distinct.values())
 
 

@@ -329,3 +329,14 @@ async def test_missing_credentials_stop_the_run_before_any_call(
     with pytest.raises(MoAConfigError, match=r"system 'single:openai:a'.*OPENAI_API_KEY"):
         await arun_eval(suite, [A])
     assert server.requests == []
+
+
+def test_best_single_runs_each_proposer_as_configured_once_and_greedy() -> None:
+    role = {"model": "openai:a", "n": 3, "temperature": 1.0, "system_prompt": "Be brief.",
+            "label": "brief-a", "max_tokens": 50}  # fmt: skip
+    systems, best = parse_systems(["vote", "best-single"], {"proposers": [role, "openai:b"]})
+    assert best and [s.name for s in systems] == ["vote", "single:brief-a", "single:openai:b"]
+    [alone] = systems[1].context.proposer_specs(1)
+    assert (alone.n, alone.temperature, alone.system_prompt, alone.max_tokens) == (
+        1, 0.0, "Be brief.", 50,
+    )  # fmt: skip
