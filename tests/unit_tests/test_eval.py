@@ -70,8 +70,13 @@ async def test_exact_suite_scores_every_item_with_tokens_and_calls(
     suite = jsonl(
         tmp_path / "s.jsonl", [{"prompt": f"q {i}", "reference": i + 1} for i in range(8)]
     )
-    report = await arun_eval(suite, [B, A, "vote"], settings={"proposers": ["openai:a"] * 3})
+    prices = {"openai:a": {"input": 1.0, "output": 2.0}, "openai:b": {"input": 1.0, "output": 2.0}}
+    report = await arun_eval(
+        suite, [B, A, "vote"], settings={"proposers": ["openai:a"] * 3}, prices=prices
+    )
     b, a, vote = report.systems
+    assert b.cost_per_item == pytest.approx((11 * 1.0 + 7 * 2.0) / 1e6)  # per call, per M tokens
+    assert vote.cost_per_item == pytest.approx(3 * (11 * 1.0 + 7 * 2.0) / 1e6)
     assert (b.correct, a.correct, vote.correct) == (0, 8, 8)
     assert (b.calls_per_item, vote.calls_per_item) == (1, 3)
     assert b.tokens_per_item == 18 and vote.tokens_per_item == 54  # the server's 11 + 7 a call
