@@ -9,9 +9,9 @@ through the same code, records and accounting:
 - ``single:SPEC``: that model alone, one call (one proposer, ``vote`` over one answer, which
   returns it verbatim). Greedy (temperature 0) unless the spec sets a temperature, e.g.
   ``single:local:smollm2 temperature=0.7`` for a sampled single model.
-- ``best-single``: every distinct configured proposer alone, as configured but once and greedy;
-  the report names the best of them on this run and says that it was chosen after seeing the
-  results.
+- ``best-single``: every distinct configured proposer alone, as configured but once and greedy
+  (in the place ``best-single`` is named); the report names the best of them on this run and
+  says that it was chosen after seeing the results.
 - ``json:FILE``: the systems of a JSON object ``{"name": {MoAContext fields}}``; a system may
   also name a ``"preset"``.
 """
@@ -65,10 +65,10 @@ def parse_systems(names: list[str], base: dict[str, Any]) -> tuple[list[System],
     if not names:
         raise MoAConfigError("systems is empty: name at least one, e.g. single:local:smollm2")
     systems: list[System] = []
-    best_single = False
+    best_single_at: int | None = None
     for name in names:
         if name == BEST_SINGLE:
-            best_single = True
+            best_single_at = len(systems)
         elif name.startswith(SINGLE):
             systems.append(single_system(name, to_model_spec(name, name[len(SINGLE) :]), base))
         elif name.startswith(SYSTEMS_FILE):
@@ -80,14 +80,16 @@ def parse_systems(names: list[str], base: dict[str, Any]) -> tuple[list[System],
                 f"system {name!r} is unknown: use a preset ({', '.join(sorted(PRESETS))}), "
                 f"'single:SPEC', '{BEST_SINGLE}' or 'json:FILE'"
             )
-    if best_single:
+    if best_single_at is not None:  # its candidates go where it was named
         present = {s.name for s in systems}
+        candidates = []
         for spec in _distinct_proposers(base):
             # The proposer as configured (role, max_tokens, model_kwargs), once and greedy.
             alone = ModelSpec(**{**spec.to_dict(), "n": 1, "temperature": None})
             name = SINGLE + spec.name
             if name not in present:
-                systems.append(single_system(name, alone, base))
+                candidates.append(single_system(name, alone, base))
+        systems[best_single_at:best_single_at] = candidates
     seen: set[str] = set()
     for system in systems:
         if system.name in seen:
@@ -97,7 +99,7 @@ def parse_systems(names: list[str], base: dict[str, Any]) -> tuple[list[System],
             raise MoAConfigError(
                 f"system {system.name!r} sets review: an evaluation runs unattended; drop it"
             )
-    return systems, best_single
+    return systems, best_single_at is not None
 
 
 def file_slug(name: str) -> str:

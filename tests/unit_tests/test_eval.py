@@ -210,8 +210,8 @@ def test_systems_presets_singles_best_single_and_files(tmp_path: Path) -> None:
     by_name = {s.name: s for s in systems}
     assert best
     assert list(by_name) == [
-        "self-moa", "single:openai:a temperature=0.7", "mine", "raw", "single:openai:a",
-        "single:openai:b",
+        "self-moa", "single:openai:a temperature=0.7", "single:openai:a", "single:openai:b",
+        "mine", "raw",
     ]  # fmt: skip
     [self_moa] = by_name["self-moa"].context.proposer_specs(1)
     assert (self_moa.model, self_moa.n) == ("openai:a", 6)  # the first proposer, k = 6
@@ -339,9 +339,9 @@ async def test_missing_credentials_stop_the_run_before_any_call(
 def test_best_single_runs_each_proposer_as_configured_once_and_greedy() -> None:
     role = {"model": "openai:a", "n": 3, "temperature": 1.0, "system_prompt": "Be brief.",
             "label": "brief-a", "max_tokens": 50}  # fmt: skip
-    systems, best = parse_systems(["vote", "best-single"], {"proposers": [role, "openai:b"]})
-    assert best and [s.name for s in systems] == ["vote", "single:brief-a", "single:openai:b"]
-    [alone] = systems[1].context.proposer_specs(1)
+    systems, best = parse_systems(["best-single", "vote"], {"proposers": [role, "openai:b"]})
+    assert best and [s.name for s in systems] == ["single:brief-a", "single:openai:b", "vote"]
+    [alone] = systems[0].context.proposer_specs(1)
     assert (alone.n, alone.temperature, alone.system_prompt, alone.max_tokens) == (
         1, 0.0, "Be brief.", 50,
     )  # fmt: skip
