@@ -16,7 +16,7 @@ import uuid
 import warnings
 from typing import Any
 
-from moa_graph.eval.report import EvalReport
+from moa_graph.eval.report import EvalReport, item_quality
 
 _NAMESPACE = uuid.UUID("6f1d7c52-3c1b-4d7e-9a55-8a0a4b2f6a10")
 
@@ -68,7 +68,7 @@ async def log_experiments(report: EvalReport) -> dict[str, list[dict[str, Any]]]
             inputs: dict[str, Any], records: dict[str, Any] = records
         ) -> dict[str, Any]:
             record = records[inputs["item"]]
-            return {"answer": record["answer"], "score": _score(record, report.metric)}
+            return {"answer": record["answer"], "score": item_quality(record, report.metric)}
 
         def quality(run: Any, example: Any) -> dict[str, Any]:
             return {"key": report.metric.replace(" ", "_"), "score": run.outputs["score"]}
@@ -92,13 +92,6 @@ async def log_experiments(report: EvalReport) -> dict[str, list[dict[str, Any]]]
             )
         logged[system] = rows
     return logged
-
-
-def _score(record: dict[str, Any], metric: str) -> float | None:
-    if metric == "accuracy":
-        return float(bool(record["correct"]))
-    value = record["preference"] if metric == "win rate" else record["score"]
-    return None if value is None else float(value)
 
 
 def _dataset(client: Any, report: EvalReport, items: dict[str, dict[str, Any]]) -> str:

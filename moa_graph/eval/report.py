@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from moa_graph.eval.stats import (
+    Verdict,
     bootstrap_mean,
     length_adjusted_win_rate,
     mcnemar_exact,
@@ -108,7 +109,7 @@ class Comparison:
     estimate: float
     low: float
     high: float
-    verdict: str
+    verdict: Verdict
     p_value: float | None = None
     consistency: float | None = None
     first_position_rate: float | None = None
@@ -328,6 +329,14 @@ def build_report(
     )  # fmt: skip
 
 
+def item_quality(record: dict[str, Any], metric: Metric) -> float | None:
+    """Return one item's quality for `metric`: 1/0 correct, its rating, or its preference."""
+    if metric == "accuracy":
+        return float(bool(record["correct"]))
+    value = record["preference"] if metric == "win rate" else record["score"]
+    return None if value is None else float(value)
+
+
 def _system_result(
     name: str,
     description: str,
@@ -336,18 +345,12 @@ def _system_result(
     is_baseline: bool,
     seed: int,
 ) -> SystemResult:
-    correct = None
-    if metric == "accuracy":
-        values = [1.0 if r["correct"] else 0.0 for r in rows]
-        correct = int(sum(values))
+    scored = [] if is_baseline and metric == "win rate" else [item_quality(r, metric) for r in rows]
+    values = [v for v in scored if v is not None]
+    correct = int(sum(values)) if metric == "accuracy" else None
+    if correct is not None:
         low, high = wilson(correct, len(values)) if values else (None, None)
-    elif metric == "rating":
-        values = [r["score"] for r in rows if r["score"] is not None]
-        low, high = bootstrap_mean(values, seed=seed) if values else (None, None)
     else:
-        values = (
-            [] if is_baseline else [r["preference"] for r in rows if r["preference"] is not None]
-        )
         low, high = bootstrap_mean(values, seed=seed) if values else (None, None)
     latencies = [r["latency_s"] for r in rows]
     costs = [r["cost_usd"] for r in rows]
@@ -369,7 +372,7 @@ def _compare(
     base = {r["item"]: r for r in by_system[baseline]}
     pairs = [(r, base[r["item"]]) for r in by_system[name] if r["item"] in base]
     if metric == "win rate":
-        return _compare_pairwise(name, baseline, [r for r, _ in pairs], pairs, seed)
+        return _compare_pairwise(name, baseline, pairs, seed)
     if metric == "accuracy":
         diffs = [float(r["correct"]) - float(b["correct"]) for r, b in pairs]
         p_value = mcnemar_exact(
@@ -393,10 +396,10 @@ def _compare(
 def _compare_pairwise(
     name: str,
     baseline: str,
-    rows: list[dict[str, Any]],
     pairs: list[tuple[dict[str, Any], dict[str, Any]]],
     seed: int,
 ) -> Comparison:
+    rows = [r for r, _ in pairs]
     judged = [(r, b) for r, b in pairs if r["preference"] is not None]
     errors = sum(r.get("judge_errors", 0) for r in rows)
     if not judged:

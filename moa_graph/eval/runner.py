@@ -121,8 +121,9 @@ async def arun_eval(
     ]
     metric: Metric = "accuracy"
     if loaded.checker is not None:
-        for record, item in zip(records, _repeat(loaded.items, len(names)), strict=True):
-            score = loaded.checker(item, record["answer"]) if record["ok"] else 0.0
+        items = {item.id: item for item in loaded.items}
+        for record in records:
+            score = loaded.checker(items[record["item"]], record["answer"]) if record["ok"] else 0.0
             record.update(score=score, correct=score >= 1.0)
     else:
         assert the_judge is not None
@@ -328,14 +329,10 @@ async def _pair(record: dict[str, Any], base: dict[str, Any], item: Item, ask: A
                 counts["first_position"] += j.verdict == "A"
         preference = combine_orders(first.verdict, swapped.verdict)
         if preference is None or first.verdict is None or swapped.verdict is None:
-            continue
+            continue  # (the verdict checks narrow the types for `consistent`)
         preferences.append(preference)
         counts["pairs_judged"] += 1
         counts["consistent"] += consistent(first.verdict, swapped.verdict)
     record.update(counts)
     record["judge_errors"] = sum(j.verdict is None for j in judgments)
     record["preference"] = sum(preferences) / len(preferences) if preferences else None
-
-
-def _repeat(items: list[Item], times: int) -> list[Item]:
-    return [item for item in items for _ in range(times)]
