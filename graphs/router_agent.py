@@ -25,6 +25,7 @@ from langgraph.runtime import Runtime
 
 from moa_graph import MoAContext, build_moa_graph
 from moa_graph.models import load_chat_model, model_label
+from moa_graph.trust import RequestPolicy, guard_from_environment
 from moa_graph.validation import DEFAULT_LOCAL_MODEL, check_int, check_model_text
 
 REASONING = re.compile(
@@ -80,6 +81,7 @@ def build_router_agent(
     *,
     moa: CompiledStateGraph | None = None,  # type: ignore[type-arg]
     single_model: BaseChatModel | None = None,
+    context_guard: RequestPolicy | None = None,
 ) -> StateGraph[RouterState, RouterContext, MessagesState, RouterState]:
     """Build the router agent, uncompiled.
 
@@ -87,6 +89,9 @@ def build_router_agent(
         moa: The compiled MoA graph to use as the ``moa`` node; default
             ``build_moa_graph().compile(name="moa")`` (models from the context).
         single_model: The model for easy questions; default ``RouterContext.single_model``.
+        context_guard: The operator's policy for a context that comes from a network
+            (`moa_graph.trust`): it guards the MoA subgraph, and ``single_model`` must be the
+            operator's or allowed. None: the context is trusted.
 
     Returns:
         A `StateGraph` over `RouterState` with `RouterContext` as its context schema. Input is
@@ -109,6 +114,11 @@ def build_router_agent(
         server) here keeps blocking work off the event loop, as `langgraph dev` requires.
         """
         ctx = runtime.context or RouterContext()
+        if context_guard is not None:
+            operator = RouterContext()
+            context_guard.check_model_text(
+                "context.single_model", ctx.single_model, [operator.single_model]
+            )
         route = classify(state["messages"][-1].text, ctx.hard_min_words)
         if route == "easy":
             answering_model(ctx)  # cached by load_chat_model for answer_alone
@@ -131,7 +141,7 @@ def build_router_agent(
     builder = StateGraph(RouterState, context_schema=RouterContext, input_schema=MessagesState)
     builder.add_node("triage", triage)
     builder.add_node("single_model", answer_alone)
-    builder.add_node("moa", moa or build_moa_graph().compile(name="moa"))
+    builder.add_node("moa", moa or build_moa_graph(context_guard=context_guard).compile(name="moa"))
     builder.add_edge(START, "triage")
     builder.add_conditional_edges("triage", route, {"easy": "single_model", "hard": "moa"})
     builder.add_edge("single_model", END)
@@ -139,5 +149,5 @@ def build_router_agent(
     return builder
 
 
-graph = build_router_agent().compile(name="router_agent")
+graph = build_router_agent(context_guard=guard_from_environment()).compile(name="router_agent")
 """What `langgraph dev` loads (compiled without a checkpointer, as it requires)."""

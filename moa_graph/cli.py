@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -26,6 +27,7 @@ from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.eval import cli as eval_cli
 from moa_graph.graph import build_moa_graph
+from moa_graph.local_server import BASE_URL_ENV, local_base_url
 from moa_graph.moa import run_usage
 from moa_graph.presets import PRESET_DESCRIPTIONS, PRESETS
 from moa_graph.state import InputState, Proposal
@@ -43,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "eval":
             return eval_cli.run(args, _settings(args, **batch_cli.call_settings(args)))
         if args.command == "serve":
-            return _serve(args.host, args.port)
+            return _serve(args.host, args.port, args.workers)
         context = _context(args)
         if args.command == "ask":
             prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
@@ -129,6 +131,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes (uvicorn's workers; default 1). rpm/tpm limits are divided "
+        "among them; an embedded model is started once and shared",
+    )
     serve.add_argument("--debug", action="store_true", help="show tracebacks")
     batch_cli.add_arguments(
         commands.add_parser(
@@ -152,16 +161,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
-def _serve(host: str, port: int) -> int:
+def _serve(host: str, port: int, workers: int) -> int:
+    if workers < 1:
+        raise MoAConfigError(f"--workers {workers}: give a whole number >= 1")
     try:
         import uvicorn
 
-        from moa_graph.serving.app import app
+        from moa_graph.serving.catalog import (
+            ASSISTANTS_FILE,
+            WORKERS_ENV,
+            local_models,
+            served_models,
+        )
     except ImportError as exc:
         raise MoAConfigError(
             f"moa-graph serve needs FastAPI and uvicorn ({exc}): pip install 'moa-graph[serve]'"
         ) from None
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    os.environ[WORKERS_ENV] = str(workers)  # the workers divide rpm/tpm by it
+    if workers > 1 and not os.environ.get(BASE_URL_ENV):
+        # One embedded server for all workers (each would otherwise start its own).
+        catalog = served_models(Path(os.environ.get("MOA_SERVE_ASSISTANTS", ASSISTANTS_FILE)))
+        local = sorted(local_models(catalog))
+        if len(local) > 1:
+            raise MoAConfigError(
+                f"--workers {workers} shares one embedded model, but the served models use "
+                f"{local}: serve one, or run your own server and set {BASE_URL_ENV}"
+            )
+        if local:
+            os.environ[BASE_URL_ENV] = local_base_url(local[0])
+    uvicorn.run(
+        "moa_graph.serving.app:app", host=host, port=port, workers=workers, log_level="warning"
+    )
     return 0
 
 

@@ -161,6 +161,14 @@ class MoAContext:
             "counted as failed (a spec's timeout_s wins)."
         },
     )
+    max_calls: int | None = field(
+        default=None,
+        metadata={
+            "description": "Most model calls one run may make (every proposer call of every "
+            "layer, samples included, plus the aggregator's calls); a run that could make more "
+            "is refused before any call. Empty: no bound."
+        },
+    )
     retries: int = field(
         default=2,
         metadata={
@@ -286,6 +294,8 @@ class MoAContext:
         if self.seed is not None:
             check_int("seed", self.seed, minimum=0)
         check_int("retries", self.retries, minimum=0)
+        if self.max_calls is not None:
+            check_int("max_calls", self.max_calls, minimum=1)
         for name in ("rpm", "tpm"):
             check_rates(name, getattr(self, name))
         if self.first_k is not None:

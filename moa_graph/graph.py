@@ -24,6 +24,7 @@ from moa_graph.errors import MoAConfigError
 from moa_graph.models import ModelSource
 from moa_graph.nodes import MoANodes
 from moa_graph.state import InputState, MoAState, OutputState
+from moa_graph.trust import RequestPolicy
 
 Proposers = Sequence[BaseChatModel] | Sequence[Sequence[BaseChatModel]]
 
@@ -33,6 +34,7 @@ def build_moa_graph(
     proposers: Proposers | None = None,
     aggregator: BaseChatModel | None = None,
     proposer_cache: CachePolicy[Any] | None = None,
+    context_guard: RequestPolicy | None = None,
 ) -> StateGraph[MoAState, MoAContext, InputState, OutputState]:
     """Build the Mixture-of-Agents graph, uncompiled.
 
@@ -53,10 +55,18 @@ def build_moa_graph(
             apply to them.
         aggregator: A chat model instance to use instead of ``MoAContext.aggregator``.
         proposer_cache: LangGraph's node cache for the proposer node, effective when you
-            compile with ``cache=`` (e.g. ``SqliteCache(path=...)``): a finished proposer call
-            is then not made again, even after a kill. Use `proposer_cache_policy` for a key
-            that keeps samples and seeds apart; with ``MoAContext.seed=None`` every run draws
-            new seeds, so nothing is reused.
+            compile with ``cache=`` (e.g. ``SqliteCache(path=...)``): a proposer call that
+            answered is then not made again, even after a kill; one that failed, timed out or
+            was cut off is never cached, so the next run makes it again. Use
+            `proposer_cache_policy` for a key that keeps samples and seeds apart; with
+            ``MoAContext.seed=None`` every run draws new seeds, so nothing is reused.
+
+        context_guard: For a graph a server runs on a caller's context (langgraph dev, a
+            deployment): the operator's `moa_graph.trust.RequestPolicy`; every run whose
+            context names other models, endpoint-changing ``model_kwargs``, fields outside
+            the policy's allowlist or more than its budgets is refused before any model is
+            created. None (default): the context is trusted, as from your own Python code.
+            `moa_graph.trust.guard_from_environment` reads it from ``MOA_SERVE_*``.
 
     Returns:
         A `StateGraph` with nodes ``layer``, ``proposer``, ``collect_references`` and
@@ -66,7 +76,11 @@ def build_moa_graph(
         MoAConfigError: `proposers` or `aggregator` is not a chat model, or a list is empty.
             Settings errors of the context are raised when the run starts, before any call.
     """
-    nodes = MoANodes(ModelSource(_check_instances(proposers, aggregator), aggregator))
+    nodes = MoANodes(
+        ModelSource(_check_instances(proposers, aggregator), aggregator),
+        guard=context_guard,
+        uncached_failures=proposer_cache is not None,
+    )
     builder = StateGraph(
         MoAState, context_schema=MoAContext, input_schema=InputState, output_schema=OutputState
     )
@@ -75,6 +89,9 @@ def build_moa_graph(
         "proposer",
         RunnableLambda(nodes.proposer, nodes.aproposer, name="proposer"),
         cache_policy=proposer_cache,
+        # With the cache on, a failed call raises (LangGraph caches no node that raised) and
+        # this handler writes its record: the cache keeps only answers.
+        error_handler=nodes.failed_proposer if proposer_cache is not None else None,
     )
     builder.add_node("collect_references", _inline(nodes.collect_references))
     builder.add_node(
@@ -104,6 +121,8 @@ def proposer_cache_policy() -> CachePolicy[Any]:
 
 def proposer_cache_key(task: ProposerTask) -> str:
     """Return the cache key of one proposer call (see `proposer_cache_policy`)."""
+    if "layer" not in task:  # get_graph() prepares its tasks with a placeholder input
+        return ""
     prompt = [(m.type, m.text) for m in task["messages"]]
     fields = [task["layer"], task["index"], task["sample"], task["seed"], task["model"], prompt]
     return hashlib.sha256(json.dumps(fields).encode()).hexdigest()

@@ -229,6 +229,12 @@ class ModelSource:
                 )  # fmt: skip
         return calls
 
+    def aggregator_label(self, ctx: "MoAContext") -> str:
+        """Return the aggregator's name for records, without creating the model."""
+        if self._aggregator is not None:
+            return model_label(self._aggregator)
+        return ctx.aggregator_spec().name
+
     def aggregator(self, ctx: "MoAContext") -> ModelCallSpec:
         """Return the aggregator (its tokens stream when the graph streams messages).
 

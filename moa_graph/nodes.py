@@ -8,19 +8,22 @@ the nodes.
 """
 
 import contextlib
+import functools
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, cast
 
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.config import get_config
 from langgraph.constants import CONFIG_KEY_CHECKPOINTER
+from langgraph.errors import NodeError
 from langgraph.runtime import Runtime, get_runtime
-from langgraph.types import Overwrite, Send, interrupt
+from langgraph.types import Command, Overwrite, Send, interrupt
 
 from moa_graph.aggregation import ModelCall, Outcome, Settings, Steps, aggregate
+from moa_graph.budget import check_max_calls, most_calls
 from moa_graph.calls import (
     CallPolicy,
     ProposerTask,
@@ -43,10 +46,19 @@ from moa_graph.moa import (
 from moa_graph.models import ModelCallSpec, ModelSource
 from moa_graph.references import inject_references, reference_order, with_system_prompt
 from moa_graph.review import parse_decision, review_request
-from moa_graph.state import Aggregation, MoAState, Review
+from moa_graph.state import Aggregation, MoAState, Proposal, Review
 from moa_graph.stragglers import LayerGate, layer_gate
+from moa_graph.trust import RequestPolicy
 
 Update = dict[str, Any]
+
+
+class ProposerFailed(Exception):
+    """A proposer call ended without an answer; `MoANodes.failed_proposer` writes `record`."""
+
+    def __init__(self, record: Proposal):
+        super().__init__(record["error"] or record["status"])
+        self.record = record
 
 
 class MoANodes:
@@ -54,10 +66,23 @@ class MoANodes:
 
     Args:
         models: Model instances given to `build_moa_graph`, or the context's specs.
+        guard: The operator's policy for a run's context when it comes from a network
+            (`moa_graph.trust.RequestPolicy.check_context`), or None to trust it.
+        uncached_failures: Raise `ProposerFailed` for a proposer call that did not answer, so
+            that the node cache keeps only answers; `failed_proposer`, the node's error
+            handler, writes the record instead.
     """
 
-    def __init__(self, models: ModelSource):
+    def __init__(
+        self,
+        models: ModelSource,
+        guard: RequestPolicy | None = None,
+        *,
+        uncached_failures: bool = False,
+    ):
         self.models = models
+        self.guard = guard
+        self.uncached_failures = uncached_failures
 
     def layer(self, state: MoAState, runtime: Runtime[MoAContext]) -> Update:
         """Start the next MoA layer; at the start of a turn, check every model first.
@@ -71,6 +96,10 @@ class MoANodes:
         turn = state["messages"][-1].id or ""
         if state.get("turn") == turn:
             return {"layer": state["layer"] + 1}
+        bound = ctx.max_calls
+        if self.guard is not None:  # before any model is created: a spec may name a file
+            self.guard.check_context(ctx, MoAContext())
+            bound = min(bound or self.guard.max_calls, self.guard.max_calls)
         # A new turn: create every model now, so bad settings fail before any call.
         given = self.models.instance_layers
         if given is not None and given not in (1, ctx.rounds):
@@ -80,7 +109,9 @@ class MoANodes:
             )
         sizes = [len(self.models.proposers(ctx, k)) for k in range(1, ctx.rounds + 1)]
         check_layer_sizes(ctx, sizes)
-        self.models.aggregator(ctx)
+        check_max_calls(bound, most_calls(ctx.aggregator_mode, ctx.window_size, sizes))
+        if ctx.aggregator_mode != "vote":  # a vote calls its aggregator only as a fallback
+            self.models.aggregator(ctx)
         if ctx.review and get_config()["configurable"].get(CONFIG_KEY_CHECKPOINTER) is None:
             raise MoAConfigError(
                 "review=True pauses the run for a person, which needs a checkpointer: compile "
@@ -122,7 +153,7 @@ class MoANodes:
             record = call_proposer_sync(
                 model, task, messages, config, policy=_policy(ctx, call), gate=gate
             )
-        return {"proposals": [record]}
+        return self._written(record)
 
     async def aproposer(self, task: ProposerTask) -> Update:
         """Call one proposer (async form); a failure becomes a record with its error."""
@@ -132,6 +163,23 @@ class MoANodes:
             record = await call_proposer(
                 model, task, messages, config, policy=_policy(ctx, call), gate=gate
             )
+        return self._written(record)
+
+    def failed_proposer(self, task: ProposerTask, error: NodeError) -> Command[str]:
+        """Write the record of a proposer call that did not answer (the proposer's error handler).
+
+        Only graphs with the proposer node cache have it: LangGraph caches what a node wrote
+        but never a node that raised, so a failed call is redone by the next run (a batch's
+        ``--retry-failed``) instead of replayed from the cache.
+        """
+        if isinstance(error.error, ProposerFailed):
+            # goto: the branch joins the layer as the proposer's own edge would have
+            return Command(update={"proposals": [error.error.record]}, goto="collect_references")
+        raise error.error
+
+    def _written(self, record: Proposal) -> Update:
+        if self.uncached_failures and record["status"] != "ok":
+            raise ProposerFailed(record)
         return {"proposals": [record]}
 
     def collect_references(self, state: MoAState) -> Update:
@@ -153,17 +201,17 @@ class MoANodes:
         seeds: list[int | None] = []
 
         def call(request: ModelCall) -> AIMessage:
-            model, messages = self._aggregator_call(ctx, agg, request, seeds)
-            return cast(AIMessage, call_model_sync(model, messages, {}, _policy(ctx, agg)))
+            model, messages = self._aggregator_call(ctx, agg(), request, seeds)
+            return cast(AIMessage, call_model_sync(model, messages, {}, _policy(ctx, agg())))
 
         try:
             request = next(steps)
             while True:
                 request = steps.send(call(request))
         except StopIteration as done:
-            return self._answer(state, ctx, agg, done.value, seeds)
+            return self._answer(state, ctx, done.value, seeds)
         except Exception as exc:
-            raise _aggregator_error(agg, exc, state) from exc
+            raise self._aggregator_error(ctx, exc, state) from exc
 
     async def aaggregator(self, state: MoAState) -> Update:
         """Turn the last layer's proposals into the answer (async form)."""
@@ -171,17 +219,17 @@ class MoANodes:
         seeds: list[int | None] = []
 
         async def call(request: ModelCall) -> AIMessage:
-            model, messages = self._aggregator_call(ctx, agg, request, seeds)
-            return cast(AIMessage, await call_model(model, messages, {}, _policy(ctx, agg)))
+            model, messages = self._aggregator_call(ctx, agg(), request, seeds)
+            return cast(AIMessage, await call_model(model, messages, {}, _policy(ctx, agg())))
 
         try:
             request = next(steps)
             while True:
                 request = steps.send(await call(request))
         except StopIteration as done:
-            return self._answer(state, ctx, agg, done.value, seeds)
+            return self._answer(state, ctx, done.value, seeds)
         except Exception as exc:
-            raise _aggregator_error(agg, exc, state) from exc
+            raise self._aggregator_error(ctx, exc, state) from exc
 
     def _branch(self, task: ProposerTask) -> tuple[MoAContext, ModelCallSpec, int]:
         """The context, this branch's model call, and how many calls its layer has."""
@@ -216,6 +264,12 @@ class MoANodes:
         with layer_gate(task["gate"], ctx.first_k, ctx.straggler_grace_s, branches) as gate:
             yield gate
 
+    def _aggregator_error(self, ctx: MoAContext, error: Exception, state: MoAState) -> Exception:
+        if isinstance(error, AggregatorError | MoAConfigError):
+            return error
+        reason = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        return AggregatorError(self.models.aggregator_label(ctx), reason, state["proposals"])
+
     def _ask_reviewer(self, state: MoAState, layer: int) -> Review:
         """Pause with `interrupt` until the resume value is a valid decision."""
         answered = [
@@ -229,7 +283,13 @@ class MoANodes:
                 return result
             error = result  # asked again: each interrupt() in a node has its own resume value
 
-    def _aggregation(self, state: MoAState) -> tuple[MoAContext, ModelCallSpec, Steps]:
+    def _aggregation(
+        self, state: MoAState
+    ) -> tuple[MoAContext, Callable[[], ModelCallSpec], Steps]:
+        """Return the context, the aggregator and the steps of the aggregator's mode.
+
+        The aggregator is created at its first call: a vote may need none.
+        """
         ctx = _context()
         settings = Settings(
             mode=ctx.aggregator_mode,
@@ -242,7 +302,7 @@ class MoANodes:
         candidates = aggregator_candidates(state["proposals"], state["layer"], state.get("review"))
         rng = _rng(ctx, ctx.rounds + 1)
         steps = aggregate(settings, state["messages"], candidates, rng)
-        return ctx, self.models.aggregator(ctx), steps
+        return ctx, functools.cache(lambda: self.models.aggregator(ctx)), steps
 
     def _aggregator_call(
         self,
@@ -267,16 +327,16 @@ class MoANodes:
         self,
         state: MoAState,
         ctx: MoAContext,
-        agg: ModelCallSpec,
         outcome: Outcome,
         seeds: list[int | None],
     ) -> Update:
+        label = self.models.aggregator_label(ctx)
         if not outcome.answer.text.strip():
-            raise AggregatorError(agg.label, "returned an empty answer", state["proposals"])
+            raise AggregatorError(label, "returned an empty answer", state["proposals"])
         aggregation = Aggregation(
             mode=outcome.mode,
             requested_mode=ctx.aggregator_mode,
-            model=agg.label if outcome.replies else None,
+            model=label if outcome.replies else None,
             chosen=outcome.chosen,
             fallback=outcome.fallback,
             judge_text=outcome.judge_text,
@@ -302,13 +362,6 @@ def _context(runtime: Runtime[MoAContext] | None = None) -> MoAContext:
 def _rng(ctx: MoAContext, layer: int) -> random.Random:
     """The shuffle order's source: fixed by ``MoAContext.seed``, else random."""
     return random.Random(None if ctx.seed is None else call_seed(ctx.seed, layer, -1, 0))
-
-
-def _aggregator_error(agg: ModelCallSpec, error: Exception, state: MoAState) -> Exception:
-    if isinstance(error, AggregatorError):
-        return error
-    reason = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
-    return AggregatorError(agg.label, reason, state["proposals"])
 
 
 def _policy(ctx: MoAContext, call: ModelCallSpec) -> CallPolicy:

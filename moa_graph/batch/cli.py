@@ -18,7 +18,8 @@ from typing import Any
 
 from moa_graph.batch.progress import Progress
 from moa_graph.batch.rows import Fields, Row, read_rows
-from moa_graph.batch.runner import BatchRunner, PairExecutor, StopRule, planned_calls
+from moa_graph.batch.runner import BatchRunner, PairExecutor, StopRule
+from moa_graph.budget import most_calls
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.moa import total_usage
@@ -216,7 +217,7 @@ def _dry_run(
     context: MoAContext, rows: Iterator[Row], samples: int, prices: dict[str, Any] | None
 ) -> dict[str, Any]:
     sizes = [sum(s.n for s in context.proposer_specs(k)) for k in range(1, context.rounds + 1)]
-    per_run = planned_calls(context, sizes)
+    per_run = most_calls(context.aggregator_mode, context.window_size, sizes)
     count = prompt_chars = 0
     for row in rows:
         count += 1

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -358,11 +357,11 @@ def batch_generate(rows: Iterable[Any], **settings: Any) -> list[dict[str, Any]]
 def settings_of(context: MoAContext) -> dict[str, Any]:
     """Return the settings that make a batch's answers what they are, JSON-ready.
 
-    Rates, retries and timeouts change how calls are made, not what they answer, so they are
-    left out: a batch resumed with other limits reuses its rows.
+    Rates, retries, timeouts and the call bound change how calls are made, not what they
+    answer, so they are left out: a batch resumed with other limits reuses its rows.
     """
     values = dataclasses.asdict(context)
-    for name in ("rpm", "tpm", "retries", "proposer_timeout_s"):
+    for name in ("rpm", "tpm", "retries", "proposer_timeout_s", "max_calls"):
         del values[name]
     return values
 
@@ -395,13 +394,6 @@ def cost_of(by_model: Mapping[str, Usage], prices: Prices | None) -> float | Non
         ),
         8,
     )
-
-
-def planned_calls(context: MoAContext, layer_sizes: list[int]) -> int:
-    """Return the model calls of one run: every proposer call plus the aggregator's."""
-    last = layer_sizes[-1]
-    aggregator = {"vote": 0, "sequential": math.ceil(last / context.window_size)}
-    return sum(layer_sizes) + aggregator.get(context.aggregator_mode, 1)
 
 
 def _error_fields(error: BaseException) -> dict[str, Any]:

@@ -28,16 +28,26 @@ from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph
 from moa_graph.moa import run_usage
-from moa_graph.serving.catalog import ServedModel, find_model, model_card, served_models
+from moa_graph.serving.catalog import (
+    ASSISTANTS_FILE,
+    WORKERS_ENV,
+    ServedModel,
+    find_model,
+    model_card,
+    report_oversized,
+    served_models,
+)
 from moa_graph.serving.errors import APIError, check_key, install_handlers, run_failed
-from moa_graph.serving.requests import ChatRequest, prepare
+from moa_graph.serving.requests import BodyLimit, ChatRequest, prepare
 from moa_graph.state import InputState
+from moa_graph.trust import RequestPolicy
 
 
 def create_app(
     *,
     graph: CompiledStateGraph[Any, Any, Any, Any] | None = None,
     models: dict[str, ServedModel] | None = None,
+    policy: RequestPolicy | None = None,
 ) -> FastAPI:
     """Build the OpenAI-compatible app.
 
@@ -45,16 +55,23 @@ def create_app(
         graph: The compiled MoA graph to run; default ``build_moa_graph().compile()``.
         models: The model ids served; default `served_models` of ``MOA_SERVE_ASSISTANTS``
             (or studio/assistants.json in the working directory when it exists).
+        policy: What a request may set and its budgets; default
+            `moa_graph.trust.RequestPolicy.from_environment` (``MOA_SERVE_*``). A served model
+            whose own settings are over the budgets is logged as a warning here.
 
     Returns:
         A FastAPI app with ``GET /v1/models``, ``GET /v1/models/{id}`` and
         ``POST /v1/chat/completions``.
     """
     moa: CompiledStateGraph[Any, Any, Any, Any] = graph or build_moa_graph().compile(name="moa")
-    default_file = os.environ.get("MOA_SERVE_ASSISTANTS", "studio/assistants.json")
+    default_file = os.environ.get("MOA_SERVE_ASSISTANTS", ASSISTANTS_FILE)
     catalog = models if models is not None else served_models(Path(default_file))
+    policy = policy or RequestPolicy.from_environment()
+    workers = int(os.environ.get(WORKERS_ENV, "1"))
+    report_oversized(catalog, policy)
     limit = asyncio.Semaphore(int(os.environ.get("MOA_MAX_CONCURRENT_REQUESTS", "16")))
     app = FastAPI(title="moa-graph OpenAI-compatible API")
+    app.add_middleware(BodyLimit, max_bytes=policy.max_body_bytes)
     router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
 
     @router.get("/models")
@@ -67,7 +84,7 @@ def create_app(
 
     @router.post("/chat/completions", response_model=None)
     async def chat_completions(body: ChatRequest) -> JSONResponse | StreamingResponse:
-        messages, context = prepare(body, find_model(catalog, body.model))
+        messages, context = prepare(body, find_model(catalog, body.model), policy, workers)
         if limit.locked():
             raise APIError(
                 429,

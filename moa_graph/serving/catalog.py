@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -11,8 +12,18 @@ from typing import Any
 from openai.types import Model
 
 from moa_graph.context import MoAContext
+from moa_graph.errors import MoAConfigError
 from moa_graph.presets import PRESET_DESCRIPTIONS, PRESETS
 from moa_graph.serving.errors import APIError
+from moa_graph.trust import RequestPolicy
+
+log = logging.getLogger(__name__)
+
+ASSISTANTS_FILE = "studio/assistants.json"
+"""Saved Studio assistants served as models when ``MOA_SERVE_ASSISTANTS`` is unset."""
+
+WORKERS_ENV = "MOA_SERVE_WORKERS"
+"""Server processes of ``moa-graph serve --workers``, set by the command for every worker."""
 
 CREATED = int(time.time())
 PRESET_MODEL_IDS = {name: "moa-paper" if name == "moa" else name for name in PRESETS}
@@ -81,3 +92,33 @@ def find_model(catalog: dict[str, ServedModel], model_id: str) -> ServedModel:
             code="model_not_found",
         )
     return catalog[model_id]
+
+
+def report_oversized(catalog: dict[str, ServedModel], policy: RequestPolicy) -> list[str]:
+    """Log a warning for each served model whose own settings are over `policy`'s budgets.
+
+    Requests to such a model get 400 until the operator raises the budget (``MOA_SERVE_*``)
+    or the request asks for less (e.g. fewer rounds).
+
+    Returns:
+        The warnings, one per model.
+    """
+    warnings = []
+    for served in catalog.values():
+        try:
+            policy.check_budget(served.context({}))
+        except MoAConfigError as exc:
+            warnings.append(f"model {served.id!r} does not fit this server's budget: {exc}")
+            log.warning(warnings[-1])
+    return warnings
+
+
+def local_models(catalog: dict[str, ServedModel]) -> set[str]:
+    """Return the embedded models (``local:NAME``) the served models use, as NAME."""
+    names = set()
+    for served in catalog.values():
+        ctx = served.context({})
+        specs = [ctx.aggregator_spec()]
+        specs += [s for k in range(1, ctx.rounds + 1) for s in ctx.proposer_specs(k)]
+        names |= {s.model.split(":", 1)[1] for s in specs if s.model.startswith("local:")}
+    return names

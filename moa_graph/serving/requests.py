@@ -5,11 +5,14 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, convert_to_messages
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.serving.catalog import ServedModel
 from moa_graph.serving.errors import APIError
+from moa_graph.trust import RequestPolicy, RequestRefused
 
 _UNSUPPORTED = {
     "tools": "tools are not supported: MoA answers with text",
@@ -40,8 +43,21 @@ class ChatRequest(BaseModel):
     moa: dict[str, Any] | None = None
 
 
-def prepare(body: ChatRequest, served: ServedModel) -> tuple[list[BaseMessage], MoAContext]:
-    """Validate the request and return its messages and settings; call nothing."""
+def prepare(
+    body: ChatRequest, served: ServedModel, policy: RequestPolicy, workers: int = 1
+) -> tuple[list[BaseMessage], MoAContext]:
+    """Validate the request and return its messages and settings; call nothing.
+
+    Args:
+        body: The request.
+        served: The model it names.
+        policy: The operator's allowlist and budgets (`moa_graph.trust.RequestPolicy`).
+        workers: Server processes (``moa-graph serve --workers``): the operator's ``rpm`` and
+            ``tpm`` are divided among them, so that they hold in total.
+
+    Raises:
+        APIError: 400 naming the parameter (unsupported, refused or over a budget).
+    """
     extra = body.model_extra or {}
     for name, reason in _UNSUPPORTED.items():
         if extra.get(name) not in (None, False, [], {}):
@@ -64,15 +80,29 @@ def prepare(body: ChatRequest, served: ServedModel) -> tuple[list[BaseMessage], 
             "invalid_request_error",
             param="response_format",
         )
+    try:
+        policy.check_messages(len(body.messages))
+    except RequestRefused as exc:
+        raise _refused(exc) from None
     for i, message in enumerate(body.messages):
         _check_message(i, message)
     try:
         messages = convert_to_messages([_plain(m) for m in body.messages])
     except (ValueError, TypeError, NotImplementedError) as exc:
         raise APIError(400, f"messages: {exc}", "invalid_request_error", param="messages") from exc
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None and max_tokens > policy.max_tokens:
+        param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        raise APIError(
+            400,
+            f"{param}={max_tokens} is over this server's limit of {policy.max_tokens}: ask for "
+            "less, or the operator raises MOA_SERVE_MAX_TOKENS",
+            "invalid_request_error",
+            param=param,
+        )
     try:
+        policy.check_request(dict(body.moa or {}))
         context = served.context(dict(body.moa or {}))
-        max_tokens = body.max_completion_tokens or body.max_tokens
         aggregator = context.aggregator_spec()
         aggregator = dataclasses.replace(
             aggregator,
@@ -80,13 +110,22 @@ def prepare(body: ChatRequest, served: ServedModel) -> tuple[list[BaseMessage], 
             max_tokens=max_tokens or aggregator.max_tokens,
         )
         context = dataclasses.replace(
-            context, aggregator=aggregator, seed=context.seed if body.seed is None else body.seed
+            context,
+            aggregator=aggregator,
+            seed=context.seed if body.seed is None else body.seed,
+            rpm={name: rate / workers for name, rate in context.rpm.items()},
+            tpm={name: max(1, rate // workers) for name, rate in context.tpm.items()},
         )
+        context = policy.check_budget(context)
+    except RequestRefused as exc:
+        raise _refused(exc) from None
     except MoAConfigError as exc:
         raise APIError(400, str(exc), "invalid_request_error", param="moa") from exc
-    except TypeError as exc:  # an unknown key in the moa object
-        raise APIError(400, f"moa: {exc}", "invalid_request_error", param="moa") from exc
     return messages, context
+
+
+def _refused(error: RequestRefused) -> APIError:
+    return APIError(error.status, str(error), "invalid_request_error", param=error.param)
 
 
 def _check_message(i: int, message: dict[str, Any]) -> None:
@@ -122,3 +161,55 @@ def _plain(message: dict[str, Any]) -> dict[str, Any]:
     if isinstance(content, list):
         return {**message, "content": "".join(part.get("text", "") for part in content)}
     return message
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 to a request body over `max_bytes`, before it is parsed.
+
+    Checks ``Content-Length`` first, then reads the body (a chunked one has no length) up to
+    the limit and hands it to the app in one piece.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on once its body is known to be within the limit."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # e.g. a streaming response waiting for a disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = APIError(
+            413,
+            f"the request body is over this server's limit of {self.max_bytes} bytes; the "
+            "operator raises MOA_SERVE_MAX_BODY_BYTES",
+            "invalid_request_error",
+            code="request_too_large",
+        )
+        await JSONResponse(error.body(), status_code=413)(scope, receive, send)

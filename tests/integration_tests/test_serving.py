@@ -8,54 +8,18 @@ test_studio.py.
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import httpx
 import openai
 import pytest
 from langchain_openai import ChatOpenAI
 
-from tests.scripted_openai_server import Fault, ScriptedOpenAIServer
+from tests.serve_process import ANSWER, KEY, Upstream, start_server
 
 pytestmark = pytest.mark.integration
-
-PROPOSAL = "PROPOSAL-TEXT from a proposer"
-ANSWER = "the final synthesized answer"
-KEY = "moa-test-key-123"
-
-
-@dataclass
-class Upstream:
-    """What the scripted models do; tests change it and read `server.requests`."""
-
-    proposer_delay_s: float = 0.0
-    fail_proposers: bool = False
-    server: ScriptedOpenAIServer = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.server = ScriptedOpenAIServer(self.reply).start()
-
-    def reply(self, body: dict) -> "str | Fault":
-        if body["model"] == "agg":
-            return ANSWER
-        time.sleep(self.proposer_delay_s)
-        return Fault(400) if self.fail_proposers else PROPOSAL
-
-    def calls(self, model: str) -> list[dict]:
-        return [b for b in self.server.requests if b["model"] == model]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -63,33 +27,6 @@ def upstream() -> Iterator[Upstream]:
     scripted = Upstream()
     yield scripted
     scripted.server.stop()
-
-
-def start_server(upstream: Upstream, **env: str) -> Iterator[str]:
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("MOA_")}
-    environment.update(
-        OPENAI_API_KEY="upstream", OPENAI_BASE_URL=upstream.server.url,
-        MOA_PROPOSERS="openai:p,openai:p", MOA_AGGREGATOR="openai:agg", MOA_RETRIES="0",
-        MOA_SERVE_HEARTBEAT_S="0.3", **env,
-    )  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moa_graph.cli", "serve", "--port", str(port)],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(url + "/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=2)
-            break
-        except httpx.HTTPError:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +124,7 @@ def test_multi_turn_and_developer_role_reach_the_prompt(url: str, upstream: Upst
             "messages[0].role",
         ),
         ({"extra_body": {"moa": {"rounds": 0}}}, "moa"),
-        ({"extra_body": {"moa": {"no_such_setting": 1}}}, "moa"),
+        ({"extra_body": {"moa": {"no_such_setting": 1}}}, "moa.no_such_setting"),
     ],
 )
 def test_bad_requests_are_400_naming_the_parameter(url, upstream, kwargs, param) -> None:

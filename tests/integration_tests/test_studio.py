@@ -1,21 +1,9 @@
 """`langgraph dev` serves the graphs of langgraph.json offline, driven by langgraph-sdk.
 
-The server runs as a subprocess on a free port, in its own session and a temporary working
-directory (it writes `.langgraph_api/` there), with the repository's langgraph.json rewritten
-to absolute paths. It starts the embedded model itself, as it does for a Studio user.
+The server (`tests.dev_server`) starts the embedded model itself, as it does for a Studio user.
 """
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -25,85 +13,26 @@ from langgraph_sdk import get_client
 
 from moa_graph.local_server import local_base_url
 from studio.create_assistants import save_assistants
+from tests.dev_server import ROOT, DevServer, run_dev_server, session_processes
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).parents[2]
 MOA_NODES = {"layer", "proposer", "collect_references", "aggregator"}
 API_KEY = "studio-test-key"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def session_processes(sid: int) -> list[str]:
-    ps = subprocess.run(["ps", "-ww", "-eo", "sid=,pid=,args="], capture_output=True, text=True)
-    return [line for line in ps.stdout.splitlines() if int(line.split()[0]) == sid]
-
-
-@dataclass
-class DevServer:
-    url: str
-    pid: int
-
-
 @pytest.fixture(scope="module")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    workdir = tmp_path_factory.mktemp("langgraph-dev")
-    config = json.loads((ROOT / "langgraph.json").read_text())
-    config["dependencies"] = [str(ROOT)]
-    config["graphs"] = {name: str(ROOT / path) for name, path in config["graphs"].items()}
-    assert config["http"]["app"] == "moa_graph.serving.app:app"  # module form: imported once
-    (workdir / "langgraph.json").write_text(json.dumps(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGSMITH_", "MOA_"))}
-    env.update(LANGGRAPH_CLI_NO_ANALYTICS="1", LANGSMITH_TRACING="false", MOA_API_KEY=API_KEY,
-               MOA_SERVE_ASSISTANTS=str(ROOT / "studio" / "assistants.json"))  # fmt: skip
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    repo_state_before = (ROOT / ".langgraph_api").exists()
-    with (workdir / "server.log").open("wb") as log:
-        process = subprocess.Popen(
-            [Path(sys.executable).parent / "langgraph", "dev", "--port", str(port),
-             "--no-browser", "--no-reload", "--config", "langgraph.json"],
-            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not _answers(url + "/ok"):
-            assert process.poll() is None, (workdir / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "langgraph dev did not answer in 120 s"
-            time.sleep(0.5)
-        yield DevServer(url, process.pid)
-    finally:
-        process.send_signal(signal.SIGINT)  # what Ctrl-C in `make studio` sends
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    time.sleep(1)
-    leftovers = session_processes(process.pid)  # its session id is its pid
-    if leftovers:
-        os.killpg(process.pid, signal.SIGKILL)
-    assert leftovers == [], "langgraph dev left processes behind"
-    assert (workdir / ".langgraph_api").is_dir()
-    assert (ROOT / ".langgraph_api").exists() == repo_state_before
+    yield from run_dev_server(
+        tmp_path_factory.mktemp("langgraph-dev"),
+        MOA_API_KEY=API_KEY,
+        MOA_SERVE_ASSISTANTS=str(ROOT / "studio" / "assistants.json"),
+    )
 
 
 @pytest.fixture
 def server(dev_server: DevServer) -> str:
     return dev_server.url
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 async def assistant(url: str, graph_id: str) -> dict[str, Any]:

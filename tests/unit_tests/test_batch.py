@@ -11,7 +11,7 @@ from moa_graph import MoAContext, ModelSpec
 from moa_graph.batch import BatchRunner, StopRule, abatch_generate, batch_generate
 from moa_graph.batch.rows import Fields, read_rows
 from moa_graph.cli import main
-from tests.scripted_openai_server import ScriptedOpenAIServer, faulty
+from tests.scripted_openai_server import Fault, ScriptedOpenAIServer, faulty
 
 
 @pytest.fixture
@@ -259,3 +259,36 @@ async def _rows(items):
 
     for index, item in enumerate(items):
         yield row_or_error(index, item)
+
+
+def test_retry_failed_after_an_outage_makes_real_calls_and_ends_all_ok(
+    key, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outage = {"on": True}
+    server = ScriptedOpenAIServer(
+        lambda body: Fault(503) if outage["on"] and body["model"] == "m" else "The answer is 42."
+    ).start()
+    try:
+        source = tmp_path / "rows.jsonl"
+        source.write_text("".join(json.dumps({"id": f"r{i}", "prompt": f"q{i}"}) + "\n"
+                                  for i in range(4)))  # fmt: skip
+        context = tmp_path / "ctx.json"
+        context.write_text(json.dumps({
+            "proposers": [{"model": "openai:m", "n": 3, "model_kwargs": {"base_url": server.url}}],
+            "aggregator": {"model": "openai:agg", "model_kwargs": {"base_url": server.url}},
+            "retries": 0,
+        }))  # fmt: skip
+        output = tmp_path / "out.jsonl"
+        argv = ["batch", str(source), "-o", str(output), "--context", str(context),
+                "--no-progress"]  # fmt: skip
+        assert main(argv) == 1  # every row failed: its proposers got 503
+        outage["on"] = False  # the provider recovers
+        before = sum(body["model"] == "m" for body in server.requests)
+        assert main([*argv, "--retry-failed"]) == 0
+    finally:
+        server.stop()
+    assert sum(body["model"] == "m" for body in server.requests) == before + 4 * 3
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == ["r0", "r1", "r2", "r3"]  # no duplicates
+    assert all(r["status"] == "ok" for r in records)
+    assert "4 ok, 0 failed" in capsys.readouterr().err

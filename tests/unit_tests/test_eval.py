@@ -20,7 +20,7 @@ from moa_graph.cli import main
 from moa_graph.eval import arun_eval, load_suite, write_artifacts
 from moa_graph.eval.experiment import log_experiments
 from moa_graph.eval.systems import parse_systems
-from tests.scripted_openai_server import ScriptedOpenAIServer
+from tests.scripted_openai_server import Fault, ScriptedOpenAIServer
 
 A, B = "single:openai:a", "single:openai:b"
 
@@ -345,3 +345,28 @@ def test_best_single_runs_each_proposer_as_configured_once_and_greedy() -> None:
     assert (alone.n, alone.temperature, alone.system_prompt, alone.max_tokens) == (
         1, 0.0, "Be brief.", 50,
     )  # fmt: skip
+
+
+async def test_a_rerun_after_an_outage_redoes_the_failed_items_with_real_calls(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    outage = {"on": True}
+
+    def script(body: dict[str, Any]) -> "str | Fault":
+        return Fault(503) if outage["on"] else _system_answer(body)
+
+    server = ScriptedOpenAIServer(script).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    suite = jsonl(tmp_path / "s.jsonl", [{"prompt": f"q {i}", "reference": i + 1}
+                                         for i in range(5)])  # fmt: skip
+    try:
+        failed = await arun_eval(suite, [A], settings={"retries": 0}, out=tmp_path / "out")
+        assert failed.systems[0].failures == 5
+        outage["on"] = False
+        calls = len(server.requests)
+        recovered = await arun_eval(suite, [A], settings={"retries": 0}, out=tmp_path / "out")
+    finally:
+        server.stop()
+    assert len(server.requests) == calls + 5  # one real call per item, none replayed
+    assert (recovered.systems[0].failures, recovered.systems[0].correct) == (0, 5)

@@ -1,0 +1,109 @@
+"""`moa-graph serve` as a subprocess over a scripted upstream, and a listener for an attacker.
+
+The served models (``openai:p`` proposers, an ``openai:agg`` aggregator) point at a scripted
+OpenAI-compatible server in the test process, so tests see every upstream call.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import httpx
+
+from tests.scripted_openai_server import Fault, ScriptedOpenAIServer
+
+PROPOSAL = "PROPOSAL-TEXT from a proposer"
+ANSWER = "the final synthesized answer"
+KEY = "moa-test-key-123"
+UPSTREAM_KEY = "sk-server-secret-provider-key-do-not-leak"
+"""The operator's provider key: an attacker must never receive it."""
+
+
+@dataclass
+class Upstream:
+    """What the scripted models do; tests change it and read `server.requests`."""
+
+    proposer_delay_s: float = 0.0
+    fail_proposers: bool = False
+    server: ScriptedOpenAIServer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.server = ScriptedOpenAIServer(self.reply).start()
+
+    def reply(self, body: dict) -> "str | Fault":
+        if body["model"] == "agg":
+            return ANSWER
+        time.sleep(self.proposer_delay_s)
+        return Fault(400) if self.fail_proposers else PROPOSAL
+
+    def calls(self, model: str) -> list[dict]:
+        return [b for b in self.server.requests if b["model"] == model]
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 standing in for an attacker's server.
+
+    It counts the connections it accepts and keeps what they send, then closes them.
+    """
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}/v1"
+        self.received: list[bytes] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            with connection:
+                connection.settimeout(1)
+                try:
+                    self.received.append(connection.recv(65536))
+                except OSError:
+                    self.received.append(b"")
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(upstream: Upstream, *args: str, **env: str) -> Iterator[str]:
+    """Run ``moa-graph serve`` (with `args`) on a free port; yield its ``/v1`` URL."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MOA_")}
+    environment.update(
+        OPENAI_API_KEY=UPSTREAM_KEY, OPENAI_BASE_URL=upstream.server.url,
+        MOA_PROPOSERS="openai:p,openai:p", MOA_AGGREGATOR="openai:agg", MOA_RETRIES="0",
+        MOA_SERVE_HEARTBEAT_S="0.3", **env,
+    )  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moa_graph.cli", "serve", "--port", str(port), *args],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(url + "/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=2)
+            break
+        except httpx.HTTPError:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
