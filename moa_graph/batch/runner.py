@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from langchain_core.messages import convert_to_messages
 from langgraph.cache.sqlite import SqliteCache
@@ -133,7 +133,16 @@ async def run_pair(
         if row.error is not None:
             raise MoAConfigError(row.error)
         messages = convert_to_messages(row.messages)
-        out = await graph.ainvoke({"messages": messages}, context=context)
+        out: dict[str, Any] = {}
+        cached = 0  # proposer calls answered by the node cache: they took no time here
+        async for mode, chunk in graph.astream(
+            {"messages": messages}, context=context, stream_mode=["updates", "values"]
+        ):
+            update = cast(dict[str, Any], chunk)
+            if mode == "values":
+                out = update
+            else:
+                cached += bool(update.get("__metadata__", {}).get("cached"))
     except Exception as exc:
         return error_record(row, sample, key, exc, _since(start))
     proposals, aggregation = out.get("proposals", []), out.get("aggregation")
@@ -149,6 +158,7 @@ async def run_pair(
         "usage_by_model": by_model,
         "cost_usd": cost_of(by_model, prices),
         "latency_s": _since(start),
+        "cached_calls": cached,
     }
 
 
@@ -331,7 +341,9 @@ async def abatch_generate(
     Yields:
         Records in completion order, each with its ``row`` index and ``sample``: ``answer``,
         ``status`` (``ok``/``error``), ``error``, ``proposals``, ``aggregation``, ``usage``,
-        ``usage_by_model``, ``cost_usd``, ``latency_s``.
+        ``usage_by_model``, ``cost_usd``, ``latency_s``, and for ``ok`` records
+        ``cached_calls`` (proposer calls answered by the node cache, e.g. when a failed row is
+        redone: its ``latency_s`` is then shorter than its calls took).
 
     Raises:
         MoAConfigError: Bad settings or input, before the first call of the bad row.

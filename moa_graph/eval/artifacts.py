@@ -11,12 +11,15 @@
 """
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from moa_graph.errors import MoAConfigError
 from moa_graph.eval.report import EvalReport
 from moa_graph.eval.systems import file_slug
+
+log = logging.getLogger(__name__)
 
 
 def write_artifacts(report: EvalReport, out: str | Path, *, plot: bool = True) -> list[Path]:
@@ -25,7 +28,8 @@ def write_artifacts(report: EvalReport, out: str | Path, *, plot: bool = True) -
     Args:
         report: What `moa_graph.eval.run_eval` returned.
         out: The folder (created when missing).
-        plot: Also draw ``plot.png`` (needs matplotlib, in the ``eval`` extra).
+        plot: Also draw ``plot.png`` (needs matplotlib, in the ``eval`` extra). A plot that
+            fails to draw is logged and left out; the other files are written first.
 
     Raises:
         MoAConfigError: `plot` is set and matplotlib is missing.
@@ -44,7 +48,12 @@ def write_artifacts(report: EvalReport, out: str | Path, *, plot: bool = True) -
             f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
     paths[2].write_text(report.to_markdown(), encoding="utf-8")
     if plot:
-        paths.append(write_plot(report, folder / "plot.png"))
+        try:
+            paths.append(write_plot(report, folder / "plot.png"))
+        except MoAConfigError:
+            raise
+        except Exception as exc:  # the results are written: a picture must not fail the run
+            log.warning("plot.png was not drawn: %s: %s", type(exc).__name__, exc)
     return paths
 
 
@@ -64,10 +73,11 @@ def write_plot(report: EvalReport, path: Path) -> Path:
     shown = [s for s in report.systems if s.quality is not None and s.name != "best-single"]
     names = [s.name for s in shown]
     quality = [s.quality or 0.0 for s in shown]
-    below = [(s.quality or 0.0) - (s.low if s.low is not None else s.quality or 0.0) for s in shown]
-    above = [
-        (s.high if s.high is not None else s.quality or 0.0) - (s.quality or 0.0) for s in shown
-    ]
+    # Bars from the interval; never negative, as rounding could make them.
+    lows = [q if s.low is None else s.low for q, s in zip(quality, shown, strict=True)]
+    highs = [q if s.high is None else s.high for q, s in zip(quality, shown, strict=True)]
+    below = [max(0.0, q - low) for q, low in zip(quality, lows, strict=True)]
+    above = [max(0.0, high - q) for q, high in zip(quality, highs, strict=True)]
     by_cost = bool(shown) and all(s.cost_per_item is not None for s in shown)
     spend = [(s.cost_per_item or 0.0) if by_cost else s.tokens_per_item for s in shown]
 

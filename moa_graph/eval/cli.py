@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--suite",
         required=True,
-        help="arithmetic, products, gsm, reasoning-gym:NAME (the 'eval' extra), jsonl:FILE "
+        help="additions (two-digit sums, 8,100 distinct), arithmetic, products, gsm, "
+        "reasoning-gym:NAME (the 'eval' extra), jsonl:FILE "
         "(prompt and optional reference per line), mt-bench (judged), alpaca:FILE (judged)",
     )
     add(

@@ -142,10 +142,11 @@ class EvalReport:
     Attributes:
         suite: The suite's name.
         description: What the suite is.
-        items: Items asked.
+        items: Distinct items asked (each prompt once).
         metric: As `SystemResult.metric`.
         baseline: The system the others are compared with.
         systems: One result per system, plus a ``best-single`` row when asked for.
+        repeated: Items of the suite left out because their prompt repeated an earlier one's.
         comparisons: Each system against the baseline (and against ``best-single``).
         judge: The judge's label, or None.
         judge_mode: ``pairwise`` or ``single``, or None for exact suites.
@@ -168,6 +169,7 @@ class EvalReport:
     notes: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    repeated: int = 0
 
     def system(self, name: str) -> SystemResult:
         """Return the result of system `name`.
@@ -184,7 +186,8 @@ class EvalReport:
         """Return the figures (no records or settings) as a JSON-ready dict."""
         return {
             "suite": self.suite, "description": self.description, "items": self.items,
-            "metric": self.metric, "baseline": self.baseline, "judge": self.judge,
+            "repeated": self.repeated, "metric": self.metric, "baseline": self.baseline,
+            "judge": self.judge,
             "judge_mode": self.judge_mode, "judge_usage": self.judge_usage,
             "systems": [asdict(s) for s in self.systems],
             "comparisons": [{**asdict(c), "sentence": c.sentence()} for c in self.comparisons],
@@ -195,7 +198,7 @@ class EvalReport:
         """Return the summary as Markdown: systems table, comparisons table, verdict lines."""
         judge = f", judge {self.judge} ({self.judge_mode})" if self.judge else ""
         lines = [
-            f"## moa-graph eval: {self.suite}, {self.items} items",
+            f"## moa-graph eval: {self.suite}, {self.items} distinct items",
             "",
             f"{self.description}; metric: {self.metric}; baseline: {self.baseline}{judge}.",
             "",
@@ -256,13 +259,14 @@ def build_report(
     baseline: str,
     best_single: bool,
     seed: int = 0,
+    repeated: int = 0,
 ) -> EvalReport:
     """Compute every figure of the report from the per-item `records`.
 
     Args:
         suite: The suite's name.
         description: What the suite is.
-        items: Items asked.
+        items: Distinct items asked.
         metric: ``accuracy``, ``rating`` or ``win rate``.
         systems: (name, description, is a single model) per system, in report order.
         records: One record per (item, system), as the module docstring describes.
@@ -270,6 +274,7 @@ def build_report(
         best_single: Add a ``best-single`` row (the best single model on these items) and
             compare the other systems with it too.
         seed: Seed of the bootstrap resampling.
+        repeated: Items of the suite left out as repeats (said in a note).
 
     Raises:
         ValueError: `baseline` is not among `systems`.
@@ -323,9 +328,22 @@ def build_report(
         for name, count in failed.items()
         if count
     ]
+    if repeated:
+        notes.append(
+            f"{repeated} items repeated an earlier item's prompt and were left out: each "
+            "distinct prompt is scored once"
+        )
+    uncached = {name: sum(r["latency_s"] is None for r in rows) for name, rows in by_system.items()}
+    notes += [
+        f"{name}: {count} items were answered partly from the cache (a resumed run) and are "
+        "left out of the latency percentiles"
+        for name, count in uncached.items()
+        if count
+    ]
     return EvalReport(
         suite=suite, description=description, items=items, metric=metric, baseline=baseline,
         systems=results, comparisons=comparisons, notes=notes, records=records,
+        repeated=repeated,
     )  # fmt: skip
 
 
@@ -352,7 +370,7 @@ def _system_result(
         low, high = wilson(correct, len(values)) if values else (None, None)
     else:
         low, high = bootstrap_mean(values, seed=seed) if values else (None, None)
-    latencies = [r["latency_s"] for r in rows]
+    latencies = [r["latency_s"] for r in rows if r["latency_s"] is not None]
     costs = [r["cost_usd"] for r in rows]
     return SystemResult(
         name=name, description=description, metric=metric,

@@ -29,7 +29,7 @@ from moa_graph.eval.judge import (
     single_prompt,
 )
 from moa_graph.eval.report import EvalReport, Metric, build_report
-from moa_graph.eval.suites import Item, Suite, load_suite
+from moa_graph.eval.suites import Item, Suite, distinct, load_suite
 from moa_graph.eval.systems import System, file_slug, parse_systems
 from moa_graph.moa import total_usage
 from moa_graph.models import ModelSource
@@ -62,7 +62,8 @@ async def arun_eval(
             ``single:SPEC``, ``best-single``, ``json:FILE``.
         settings: MoAContext fields the systems share (the configured models, max_tokens, ...);
             ``MOA_*`` variables fill the rest.
-        n: Only the first `n` items.
+        n: Only the first `n` distinct items (a prompt that repeats an earlier item's is
+            dropped, and the report says how many were).
         seed: Seed of generated suites and of the bootstrap; the runs' seeds derive from it.
         judge: Model spec of the judge; required for judged suites, unused for exact ones.
         judge_mode: ``pairwise`` (against `baseline`, both orders) or ``single`` (1-10).
@@ -80,8 +81,9 @@ async def arun_eval(
         MoAConfigError: A bad suite, system, judge or option; raised before any model call.
     """
     loaded = suite if isinstance(suite, Suite) else load_suite(suite, n=n, seed=seed)
-    if isinstance(suite, Suite) and n is not None:
-        loaded = dataclasses.replace(suite, items=suite.items[:n])
+    if isinstance(suite, Suite):  # each prompt once: a repeat would count one answer twice
+        loaded = distinct(suite)
+        loaded = dataclasses.replace(loaded, items=loaded.items[:n] if n else loaded.items)
     # The seed is part of every system's settings, so each run's seed (derived from its key
     # by the batch runner) changes with it.
     chosen, best_single = parse_systems(list(systems), {**(settings or {}), "seed": seed})
@@ -131,7 +133,8 @@ async def arun_eval(
         await _judge_all(the_judge, judge_mode, loaded, records, baseline, concurrency)
     report = build_report(
         suite=loaded.name, description=loaded.description, items=len(loaded.items),
-        metric=metric, systems=[(s.name, s.description, s.single) for s in chosen],
+        repeated=loaded.repeated, metric=metric,
+        systems=[(s.name, s.description, s.single) for s in chosen],
         records=records, baseline=baseline, best_single=best_single, seed=seed,
     )  # fmt: skip
     if the_judge is not None:
@@ -253,7 +256,11 @@ def _record(item: Item, system: str, turns: list[dict[str, Any]]) -> dict[str, A
         "length": sum(len(t["answer"] or "") for t in turns),
         "tokens": (usage["input_tokens"] + usage["output_tokens"]) if usage else 0,
         "calls": sum(_calls(t) for t in turns),
-        "latency_s": round(sum(t["latency_s"] for t in turns), 3),
+        # A turn answered partly from the node cache (a resumed or redone run) took less time
+        # than its calls did: it has no latency.
+        "latency_s": None
+        if any(t.get("cached_calls") for t in turns)
+        else round(sum(t["latency_s"] for t in turns), 3),
         "cost_usd": None if None in costs or not costs else round(sum(c or 0.0 for c in costs), 8),
         "judgments": [],
     }

@@ -1,22 +1,22 @@
 """Statistics of an evaluation: intervals, paired tests and a length-adjusted win rate.
 
-Small and pure (no numpy, no scipy), so they can be checked by hand. Items are the unit of
-resampling: systems ran on the same items, so differences are paired.
+The Wilson interval, McNemar's exact test and the bootstrap come from scipy.stats (well kept
+and tested); the length adjustment is written here. Items are the unit of resampling: systems
+ran on the same items, so differences are paired. Every interval contains its estimate.
 
 Sources: Wilson (1927) score interval; Efron & Tibshirani (1993) percentile bootstrap;
 McNemar (1947) exact (binomial) test; the length adjustment follows AlpacaEval 2.0's
 length-controlled win rate (Dubois et al., arXiv 2404.04475) reduced to the two terms that
-mean something outside its own 805 instructions (../EVAL.md).
+mean something outside its own 805 instructions (docs/eval.md).
 """
 
 import math
-import random
 import statistics
 from collections.abc import Sequence
 from typing import Literal
 
-Z95 = 1.959963984540054
-"""The normal quantile of a two-sided 95% interval."""
+import numpy as np
+from scipy import stats
 
 RESAMPLES = 5000
 """Bootstrap resamples of the items."""
@@ -24,19 +24,19 @@ RESAMPLES = 5000
 Verdict = Literal["better", "not distinguishable", "worse"]
 
 
-def wilson(correct: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Return the Wilson score interval (low, high) of a proportion `correct` / `n`.
+def wilson(correct: int, n: int) -> tuple[float, float]:
+    """Return the 95% Wilson score interval (low, high) of the proportion `correct` / `n`.
+
+    Uses ``scipy.stats.binomtest(...).proportion_ci(method="wilson")``; the interval always
+    contains ``correct / n`` (1.0 when every item is right).
 
     Raises:
-        ValueError: `n` is not positive.
+        ValueError: `n` is not positive, or `correct` is not between 0 and `n`.
     """
-    if n <= 0:
-        raise ValueError("wilson needs n > 0")
-    p = correct / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    if n <= 0 or not 0 <= correct <= n:
+        raise ValueError(f"wilson needs 0 <= correct <= n and n > 0, got {correct}/{n}")
+    interval = stats.binomtest(int(correct), n).proportion_ci(0.95, method="wilson")
+    return _containing(correct / n, float(interval.low), float(interval.high))
 
 
 def bootstrap_mean(
@@ -45,21 +45,31 @@ def bootstrap_mean(
     """Return the 95% percentile-bootstrap interval (low, high) of the mean of `values`.
 
     Paired differences go in as one value per item (system minus baseline), so the same
-    function gives the interval of a paired difference.
+    function gives the interval of a paired difference. Uses ``scipy.stats.bootstrap``
+    (``method="percentile"``) with `resamples` resamples drawn from `seed`.
 
     Raises:
         ValueError: `values` is empty.
     """
     if not values:
         raise ValueError("bootstrap_mean needs at least one value")
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(math.fsum(rng.choices(values, k=n)) / n for _ in range(resamples))
-    return _quantile(means, 0.025), _quantile(means, 0.975)
+    data = np.asarray(values, dtype=float)
+    mean = float(data.mean())
+    if len(data) == 1 or np.all(data == data[0]):
+        return mean, mean  # every resample has the same mean
+    result = stats.bootstrap(
+        (data,), np.mean, n_resamples=resamples, confidence_level=0.95,
+        method="percentile", rng=np.random.default_rng(seed),
+    )  # fmt: skip
+    interval = result.confidence_interval
+    return _containing(mean, float(interval.low), float(interval.high))
 
 
 def mcnemar_exact(baseline_only: int, system_only: int) -> float:
     """Return McNemar's exact two-sided p-value from the discordant pair counts.
+
+    The exact test is a binomial test of the discordant pairs at 1/2
+    (``scipy.stats.binomtest``).
 
     Args:
         baseline_only: Items the baseline got right and the system wrong.
@@ -68,8 +78,12 @@ def mcnemar_exact(baseline_only: int, system_only: int) -> float:
     n = baseline_only + system_only
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(baseline_only, system_only) + 1))
-    return min(1.0, 2.0 * tail / float(2**n))
+    return float(stats.binomtest(system_only, n, 0.5).pvalue)
+
+
+def _containing(estimate: float, low: float, high: float) -> tuple[float, float]:
+    """Widen (low, high) by rounding error so that it contains `estimate`."""
+    return min(low, estimate), max(high, estimate)
 
 
 def verdict(low: float, high: float, null: float = 0.0) -> Verdict:

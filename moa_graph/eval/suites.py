@@ -9,6 +9,8 @@ Suite names (`load_suite`):
 - ``arithmetic``: reasoning-gym ``basic_arithmetic``, 2 one-digit terms, ``+`` only, with
   "Give only the final number." (../EVAL.md: the configuration a 135M model is not at floor on).
 - ``products``: reasoning-gym ``products``, 2 one-digit factors.
+- ``additions``: "Calculate A + B. Give only the final number." with A and B from 10 to 99,
+  drawn without repeats (8,100 distinct items), scored on the answer's last number.
 - ``gsm``: reasoning-gym ``gsm_symbolic``, GSM8K-style word problems from templates.
 - ``reasoning-gym:NAME``: any reasoning-gym dataset with its default configuration.
 - ``jsonl:FILE``: one object per line, ``prompt`` (or ``turns``, a list of user turns),
@@ -19,7 +21,9 @@ Suite names (`load_suite`):
   judged. The 805 AlpacaEval instructions are CC BY-NC and not shipped: pass your copy.
 """
 
+import dataclasses
 import json
+import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -53,6 +57,12 @@ GENERATED: dict[str, tuple[str, dict[str, Any], str]] = {
 }  # fmt: skip
 """Named reasoning-gym suites: (dataset, configuration, text added to each question)."""
 
+MAX_DRAWS = 100_000
+"""Most items drawn from a generator while looking for n distinct ones."""
+
+ADDITIONS = "Calculate {a} + {b}. Give only the final number."
+"""The ``additions`` suite's question: two-digit numbers, 10 to 99 (8,100 distinct items)."""
+
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
@@ -85,12 +95,15 @@ class Suite:
         items: The items, in order.
         checker: Scores an answer (exact-answer suites), or None when a judge must score.
         description: One line for the report.
+        repeated: Items dropped because their prompt (all turns) repeated an earlier item's:
+            each distinct prompt is scored once (`distinct`).
     """
 
     name: str
     items: list[Item]
     checker: Checker | None
     description: str
+    repeated: int = 0
 
     @property
     def judged(self) -> bool:
@@ -107,14 +120,19 @@ def load_suite(name: str, *, n: int | None = None, seed: int = 7) -> Suite:
     """Return the suite `name` (see the module docstring), cut to its first `n` items.
 
     Args:
-        name: A suite name: ``arithmetic``, ``products``, ``gsm``, ``reasoning-gym:NAME``,
-            ``jsonl:FILE``, ``mt-bench`` or ``alpaca:FILE``.
-        n: Keep the first `n` items; None keeps all (`DEFAULT_ITEMS` for generated suites).
+        name: A suite name: ``arithmetic``, ``products``, ``gsm``, ``additions``,
+            ``reasoning-gym:NAME``, ``jsonl:FILE``, ``mt-bench`` or ``alpaca:FILE``.
+        n: Keep the first `n` distinct items; None keeps all (`DEFAULT_ITEMS` for generated
+            suites, which draw until they have `n` distinct items).
         seed: Seed of generated (reasoning-gym) suites.
+
+    Returns:
+        The suite with each prompt once (`distinct`); ``repeated`` counts the items dropped.
 
     Raises:
         MoAConfigError: Unknown suite, a missing or malformed file (the message names the line),
-            reasoning-gym not installed, or no items.
+            reasoning-gym not installed, no items, or a generated suite that cannot make `n`
+            distinct items (the message says how many it can).
     """
     if n is not None and n < 1:
         raise MoAConfigError(f"n={n}: give a whole number of items >= 1")
@@ -122,6 +140,8 @@ def load_suite(name: str, *, n: int | None = None, seed: int = 7) -> Suite:
     if name in GENERATED:
         dataset, config, suffix = GENERATED[name]
         suite = _reasoning_gym(name, dataset, config, suffix, n or DEFAULT_ITEMS, seed)
+    elif name == "additions":
+        suite = _additions(n or DEFAULT_ITEMS, seed)
     elif kind == "reasoning-gym" and argument:
         suite = _reasoning_gym(name, argument, {}, "", n or DEFAULT_ITEMS, seed)
     elif kind == "jsonl" and argument:
@@ -132,13 +152,31 @@ def load_suite(name: str, *, n: int | None = None, seed: int = 7) -> Suite:
         suite = _alpaca(name, Path(argument))
     else:
         raise MoAConfigError(
-            f"suite={name!r} is unknown: use one of {sorted(GENERATED)}, 'reasoning-gym:NAME', "
+            f"suite={name!r} is unknown: use one of {sorted([*GENERATED, 'additions'])}, "
+            "'reasoning-gym:NAME', "
             "'jsonl:FILE', 'mt-bench' or 'alpaca:FILE'"
         )
+    suite = distinct(suite)
     items = suite.items[:n] if n is not None else suite.items
     if not items:
         raise MoAConfigError(f"suite {name!r} has no items")
-    return Suite(suite.name, items, suite.checker, suite.description)
+    return dataclasses.replace(suite, items=items)
+
+
+def distinct(suite: Suite) -> Suite:
+    """Return `suite` with each prompt once: an item whose turns repeat an earlier one's goes.
+
+    Two items with one prompt would be asked once by a batch (they share its key) and count
+    twice, so a statistic would count one sample twice. ``repeated`` says how many went.
+    """
+    seen: set[tuple[str, ...]] = set()
+    kept = []
+    for item in suite.items:
+        if item.turns not in seen:
+            seen.add(item.turns)
+            kept.append(item)
+    dropped = len(suite.items) - len(kept)
+    return dataclasses.replace(suite, items=kept, repeated=suite.repeated + dropped)
 
 
 def exact_match(reference: str, answer: str) -> float:
@@ -159,6 +197,24 @@ def last_number(text: str) -> str | None:
     return numbers[-1].replace(",", "") if numbers else None
 
 
+def _additions(size: int, seed: int) -> Suite:
+    pairs = [(a, b) for a in range(10, 100) for b in range(10, 100)]
+    if size > len(pairs):
+        raise MoAConfigError(
+            f"suite 'additions' has {len(pairs)} distinct items; ask for n <= {len(pairs)}"
+        )
+    items = [
+        Item(id=f"{a}+{b}", turns=(ADDITIONS.format(a=a, b=b),), reference=str(a + b))
+        for a, b in random.Random(seed).sample(pairs, size)
+    ]
+    return Suite(
+        "additions",
+        items,
+        lambda item, answer: exact_match(item.reference or "", answer),
+        f"two-digit additions (10-99 + 10-99), seed {seed}, scored on the last number",
+    )
+
+
 def _reasoning_gym(
     name: str, dataset: str, config: dict[str, Any], suffix: str, size: int, seed: int
 ) -> Suite:
@@ -168,11 +224,24 @@ def _reasoning_gym(
         raise MoAConfigError(
             f"suite {name!r} needs reasoning-gym: pip install 'moa-graph[eval]'"
         ) from None
-    try:
-        data = reasoning_gym.create_dataset(dataset, size=size, seed=seed, **config)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MoAConfigError(f"suite {name!r}: reasoning-gym refused it: {exc}") from None
-    entries = {str(i): entry for i, entry in enumerate(data)}
+    draw, found = size, -1
+    while True:  # draw more until there are `size` distinct questions, or no more come
+        try:
+            data = reasoning_gym.create_dataset(dataset, size=draw, seed=seed, **config)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MoAConfigError(f"suite {name!r}: reasoning-gym refused it: {exc}") from None
+        first: dict[str, int] = {}
+        for i, entry in enumerate(data):
+            first.setdefault(entry["question"], i)
+        if len(first) >= size:
+            break
+        if len(first) == found or draw >= MAX_DRAWS:
+            raise MoAConfigError(
+                f"suite {name!r} makes at most {len(first)} distinct items as configured (found "
+                f"in {draw} draws); ask for n <= {len(first)}"
+            )
+        draw, found = min(draw * 2, MAX_DRAWS), len(first)
+    entries = {str(i): data[i] for i in sorted(first.values())[:size]}
 
     def check(item: Item, answer: str) -> float:
         # The last number, not the first: a model that restates the question ("3 + 4 = 7")

@@ -370,3 +370,95 @@ async def test_a_rerun_after_an_outage_redoes_the_failed_items_with_real_calls(
         server.stop()
     assert len(server.requests) == calls + 5  # one real call per item, none replayed
     assert (recovered.systems[0].failures, recovered.systems[0].correct) == (0, 5)
+
+
+async def test_repeated_prompts_are_scored_once(server, tmp_path: Path) -> None:
+    rows = [{"prompt": f"q {i}", "reference": i + 1 if i % 3 else 0} for i in range(9)]
+    once = await arun_eval(jsonl(tmp_path / "once.jsonl", rows), [A])
+    thrice = [{**row, "id": f"{row['prompt']}#{k}"} for row in rows for k in range(3)]
+    repeated = await arun_eval(jsonl(tmp_path / "thrice.jsonl", thrice), [A])
+    assert (once.items, repeated.items, repeated.repeated) == (9, 9, 18)
+    a, b = once.systems[0], repeated.systems[0]
+    assert (
+        (a.correct, a.n, a.low, a.high) == (b.correct, b.n, b.low, b.high) == (6, 9, a.low, a.high)
+    )
+    assert any("18 items repeated" in note for note in repeated.notes)
+    assert "9 distinct items" in repeated.to_markdown()
+
+
+def test_generated_suites_draw_distinct_items_or_say_how_many_they_make() -> None:
+    pytest.importorskip("reasoning_gym")
+    every = load_suite("arithmetic", n=121)
+    assert len({item.turns for item in every.items}) == 121
+    with pytest.raises(MoAConfigError, match="at most 121 distinct items"):
+        load_suite("arithmetic", n=122)
+    additions = load_suite("additions", n=600)
+    assert len({item.turns for item in additions.items}) == 600
+    assert additions.items[0].turns[0].startswith("Calculate ") and additions.checker
+    first = additions.items[0]
+    a, b = (int(x) for x in first.id.split("+"))
+    assert 10 <= a <= 99 and 10 <= b <= 99 and first.reference == str(a + b)
+    assert additions.checker(first, f"The sum is {a + b}.") == 1.0
+    assert load_suite("additions", n=600).items == additions.items  # seeded
+
+
+async def test_all_right_gives_an_interval_that_contains_1_and_a_plot(server, tmp_path) -> None:
+    suite = jsonl(tmp_path / "s.jsonl", [{"prompt": f"q {i}", "reference": i + 1}
+                                         for i in range(30)])  # fmt: skip
+    report = await arun_eval(suite, [A, B])
+    right = report.systems[0]
+    assert right.quality == 1.0 and right.low < 1.0 and right.high == 1.0
+    paths = write_artifacts(report, tmp_path / "out")
+    assert (tmp_path / "out" / "plot.png") in paths
+
+
+def test_a_plot_that_fails_does_not_fail_the_written_results(server, tmp_path, monkeypatch):
+    import moa_graph.eval.artifacts as artifacts
+
+    def broken(report: Any, path: Path) -> Path:
+        raise ValueError("'xerr' must not contain negative values")
+
+    monkeypatch.setattr(artifacts, "write_plot", broken)
+    suite = jsonl(tmp_path / "s.jsonl", [{"prompt": "q 1", "reference": 2}])
+    assert main(["eval", "--suite", suite, "--systems", A, "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "results.json").is_file()
+    assert not (tmp_path / "o" / "plot.png").exists()
+
+
+async def test_items_answered_from_the_cache_have_no_latency(monkeypatch, tmp_path) -> None:
+    outage = {"on": True}
+
+    def script(body: dict[str, Any]) -> "str | Fault":
+        if body["model"] == "agg":
+            return Fault(503) if outage["on"] else "good 2"
+        return _system_answer(body)
+
+    server = ScriptedOpenAIServer(script).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    suite = jsonl(tmp_path / "s.jsonl", [{"prompt": "q 1", "reference": 2}])
+    settings = {"proposers": ["openai:a", "openai:a"], "aggregator": "openai:agg", "retries": 0}
+    try:
+        await arun_eval(suite, ["moa-lite"], settings=settings, out=tmp_path / "out")
+        outage["on"] = False
+        proposer_calls = sum(b["model"] == "a" for b in server.requests)
+        report = await arun_eval(suite, ["moa-lite"], settings=settings, out=tmp_path / "out")
+    finally:
+        server.stop()
+    assert sum(b["model"] == "a" for b in server.requests) == proposer_calls  # answers reused
+    [record] = report.records
+    assert record["ok"] and record["latency_s"] is None
+    assert record["turns"][0]["latency_s"] > 0  # kept in the record, out of the figures
+    assert any("answered partly from the cache" in note for note in report.notes)
+
+
+async def test_single_systems_never_start_the_embedded_model(server, tmp_path, monkeypatch):
+    import moa_graph.models
+
+    def refuse(model: str) -> str:
+        raise AssertionError(f"the embedded model {model} was started")
+
+    monkeypatch.setattr(moa_graph.models, "local_base_url", refuse)
+    suite = jsonl(tmp_path / "s.jsonl", [{"prompt": "q 1", "reference": 2}])
+    report = await arun_eval(suite, [A, B])  # the default aggregator is local:smollm2
+    assert [s.failures for s in report.systems] == [0, 0]

@@ -1,0 +1,35 @@
+"""How a chat completion request becomes MoA settings: budgets, and limits split by worker."""
+
+import pytest
+
+from moa_graph.serving.catalog import ServedModel, report_oversized, served_models
+from moa_graph.serving.errors import APIError
+from moa_graph.serving.requests import ChatRequest, prepare
+from moa_graph.trust import RequestPolicy
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def test_rate_limits_are_divided_among_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOA_RPM", "openai=600")
+    monkeypatch.setenv("MOA_TPM", "openai=90001")
+    body = ChatRequest(model="moa", messages=USER)
+    _, one = prepare(body, ServedModel("moa", ""), RequestPolicy(), workers=1)
+    _, two = prepare(body, ServedModel("moa", ""), RequestPolicy(), workers=2)
+    assert (one.rpm, one.tpm) == ({"openai": 600.0}, {"openai": 90001})
+    assert (two.rpm, two.tpm) == ({"openai": 300.0}, {"openai": 45000})
+    assert two.max_calls == RequestPolicy().max_calls  # the graph enforces the budget too
+
+
+def test_top_level_max_tokens_over_the_budget_names_its_parameter() -> None:
+    body = ChatRequest(model="moa", messages=USER, max_completion_tokens=10_000)
+    with pytest.raises(APIError) as caught:
+        prepare(body, ServedModel("moa", ""), RequestPolicy(max_tokens=4096))
+    assert caught.value.param == "max_completion_tokens" and caught.value.status == 400
+
+
+def test_served_models_over_the_budget_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+    warnings = report_oversized(served_models(), RequestPolicy(max_calls=4))
+    # 3 samples + 1 for 'moa', 'moa-lite', 'vote', 'usc' (3 + 2); 'moa-paper' is 7; Self-MoA 7.
+    assert {w.split("'")[1] for w in warnings} == {"moa-paper", "self-moa", "self-moa-seq", "usc"}
+    assert "MOA_SERVE_MAX_CALLS" in caplog.text
