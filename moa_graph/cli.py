@@ -127,7 +127,10 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="serve MoA as an OpenAI-compatible API (needs the 'serve' extra)",
         description="POST /v1/chat/completions and GET /v1/models on HOST:PORT; model 'moa' "
-        "uses the MOA_* settings. MOA_API_KEY sets a bearer key.",
+        "uses the MOA_* settings. MOA_API_KEY sets a bearer key. A request may set only the "
+        "MoA fields the operator allows (MOA_SERVE_ALLOW_FIELDS, MOA_SERVE_ALLOW_MODELS), "
+        "within budgets (MOA_SERVE_MAX_ROUNDS, _CALLS, _TOKENS, _TIMEOUT_S, _MESSAGES, "
+        "_BODY_BYTES).",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")

@@ -89,7 +89,7 @@ def write_plot(report: EvalReport, path: Path) -> Path:
     left.set_xlabel(f"{report.metric} (95% interval)")
     if report.metric == "win rate":
         left.axvline(0.5, color="grey", linestyle=":", linewidth=1)
-    left.set_title(f"{report.suite}, {report.items} items")
+    left.set_title(f"{report.suite}, {report.items} distinct items")
     right.errorbar(spend, quality, yerr=[below, above], fmt="o", capsize=4)
     for x, y, name in zip(spend, quality, names, strict=True):
         right.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)

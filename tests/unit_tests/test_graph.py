@@ -258,3 +258,22 @@ async def test_empty_conversation_is_rejected() -> None:
     graph = build_moa_graph(proposers=[ScriptedChatModel()]).compile()
     with pytest.raises(MoAConfigError, match="messages is empty"):
         await graph.ainvoke({"messages": []})
+
+
+@pytest.mark.parametrize("sync", [True, False])
+async def test_the_proposer_cache_keeps_answers_and_never_failures(sync: bool) -> None:
+    from langgraph.cache.memory import InMemoryCache
+
+    from moa_graph.graph import proposer_cache_policy
+
+    ok, bad = ScriptedChatModel(reply="p"), ScriptedChatModel(error="provider outage")
+    graph = build_moa_graph(
+        proposers=[ok, bad, ok], aggregator=ScriptedChatModel(reply="answer"),
+        proposer_cache=proposer_cache_policy(),
+    ).compile(cache=InMemoryCache())  # fmt: skip
+    inputs, context = {"messages": [("user", "hi")]}, MoAContext(seed=3, retries=0)
+    for run in (1, 2):
+        out = (graph.invoke(inputs, context=context) if sync
+               else await graph.ainvoke(inputs, context=context))  # fmt: skip
+        assert [p["status"] for p in out["proposals"]] == ["ok", "failed", "ok"]
+        assert (len(ok.calls), len(bad.calls)) == (2, run)  # the failure is asked again

@@ -170,3 +170,22 @@ async def test_max_calls_is_enforced_by_the_graph_for_every_caller() -> None:
     assert not any(m.calls for m in [*proposers, aggregator])
     out = await graph.ainvoke(inputs, context=MoAContext(rounds=2, max_calls=7))
     assert out["messages"][-1].text == "answer"
+
+
+def test_every_setting_is_classified_so_a_new_one_is_a_decision() -> None:
+    import dataclasses
+
+    from moa_graph.trust import MODEL_FIELDS, SAFE_FIELDS, WHY_REFUSED
+
+    fields = {f.name for f in dataclasses.fields(MoAContext)}
+    assert fields == SAFE_FIELDS | set(MODEL_FIELDS) | set(WHY_REFUSED)
+
+
+async def test_router_agent_guard_covers_its_single_model() -> None:
+    from graphs.router_agent import build_router_agent
+
+    agent = build_router_agent(context_guard=RequestPolicy()).compile()
+    with pytest.raises(RequestRefused) as caught:
+        await agent.ainvoke({"messages": [("user", "Hi")]},
+                            context={"single_model": "openai:elsewhere"})  # fmt: skip
+    assert caught.value.param == "context.single_model"
