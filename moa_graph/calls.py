@@ -27,9 +27,9 @@ from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_att
 from typing_extensions import TypedDict
 
 from moa_graph.limits import Admission, is_retryable, release, retry_wait
-from moa_graph.moa import usage_of
 from moa_graph.state import Proposal, ProposalStatus, Usage
 from moa_graph.stragglers import LayerGate
+from moa_graph.usage import usage_of
 
 CUT_OFF = "CancelledError: cut off by first_k: the layer had enough answers"
 

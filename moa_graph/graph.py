@@ -4,7 +4,7 @@
     collect_references -("next round")-> layer
     collect_references -("aggregate")-> aggregator -> END
 
-The nodes are in `moa_graph.nodes`; the algorithm behind them in `moa_graph.moa` and the
+The nodes are in `moa_graph.nodes`; the algorithm behind them in `moa_graph.layers` and the
 modules it names.
 """
 

@@ -2,7 +2,7 @@
 
 Model-calling nodes have a sync and an async form (``invoke`` and ``ainvoke`` both work; the
 proposers of a layer run concurrently either way); the others are pure and run inline. The
-algorithm they apply lives in `moa_graph.moa`, `moa_graph.aggregation`,
+algorithm they apply lives in `moa_graph.layers`, `moa_graph.aggregation`,
 `moa_graph.references`, `moa_graph.calls` and `moa_graph.review`; `moa_graph.graph` wires
 the nodes.
 """
@@ -34,14 +34,12 @@ from moa_graph.calls import (
 )
 from moa_graph.context import MoAContext, check_layer_sizes
 from moa_graph.errors import AggregatorError, MoAConfigError
-from moa_graph.moa import (
+from moa_graph.layers import (
     aggregator_candidates,
     call_seed,
     check_quorum,
     layer_references,
     mark_selected,
-    total_usage,
-    usage_of,
 )
 from moa_graph.models import ModelCallSpec, ModelSource
 from moa_graph.references import inject_references, reference_order, with_system_prompt
@@ -49,6 +47,7 @@ from moa_graph.review import parse_decision, review_request
 from moa_graph.state import Aggregation, MoAState, Proposal, Review
 from moa_graph.stragglers import LayerGate, layer_gate
 from moa_graph.trust import RequestPolicy
+from moa_graph.usage import total_usage, usage_of
 
 Update = dict[str, Any]
 

@@ -27,10 +27,11 @@ from langchain_core.rate_limiters import BaseRateLimiter
 from langgraph.graph.state import CompiledStateGraph
 
 from moa_graph.batch.rows import Row
-from moa_graph.batch.runner import Prices, error_record, run_pair
+from moa_graph.batch.runner import error_record, run_pair
 from moa_graph.context import MoAContext
 from moa_graph.graph import build_moa_graph
 from moa_graph.limits import use_limiter_factory
+from moa_graph.usage import Prices
 
 GraphFactory = Callable[[], CompiledStateGraph[Any, Any, Any, Any]]
 

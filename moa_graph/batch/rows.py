@@ -8,6 +8,7 @@ through to the output record.
 import contextlib
 import csv
 import io
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -181,3 +182,41 @@ def _messages(index: int, value: object) -> list[dict[str, Any]]:
             f"row {index}: messages must be a non-empty list of {{'role': ..., 'content': ...}}"
         )
     return cast(list[dict[str, Any]], value)
+
+
+def select_rows(
+    rows: Iterator[Row], limit: int | None, shard: tuple[int, int] | None
+) -> Iterator[Row]:
+    """Keep the first `limit` rows, then those of shard (I, K): row number % K == I."""
+    if limit is not None:
+        rows = itertools.islice(rows, limit)
+    if shard is not None:
+        index, count = shard
+        rows = (row for row in rows if row.index % count == index)
+    return rows
+
+
+def count_rows(source: str, limit: int | None, shard: tuple[int, int] | None) -> int | None:
+    """Count the input's rows for the progress display (None for stdin)."""
+    if source == "-":
+        return None
+    path = Path(source)
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            total = int(pq.ParquetFile(path).metadata.num_rows)
+        except (ImportError, OSError):
+            return None
+    elif path.is_file():
+        with path.open(encoding="utf-8") as f:
+            total = sum(1 for line in f if line.strip())
+        total -= path.suffix.lower() == ".csv"  # the header
+    else:
+        return None
+    if limit is not None:
+        total = min(total, limit)
+    if shard is not None:
+        index, count = shard
+        total = len(range(index, total, count))
+    return total

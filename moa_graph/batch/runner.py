@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -26,13 +26,10 @@ from moa_graph.batch.store import RecordStore
 from moa_graph.context import MoAContext
 from moa_graph.errors import AggregatorError, MoAConfigError, ProposerQuorumError
 from moa_graph.graph import build_moa_graph, proposer_cache_policy
-from moa_graph.moa import SEED_RANGE, total_usage
+from moa_graph.layers import SEED_RANGE
 from moa_graph.state import Usage
 from moa_graph.sync import run_sync
-
-Prices = Mapping[str, Mapping[str, float]]
-"""USD per million tokens by model label: ``{"openai:gpt-4o-mini": {"input": 0.15,
-"output": 0.6}}``."""
+from moa_graph.usage import Prices, cost_of, total_usage, usage_by_model
 
 
 @dataclass
@@ -376,36 +373,6 @@ def settings_of(context: MoAContext) -> dict[str, Any]:
     for name in ("rpm", "tpm", "retries", "proposer_timeout_s", "max_calls"):
         del values[name]
     return values
-
-
-def usage_by_model(
-    proposals: list[dict[str, Any]], aggregation: Mapping[str, Any] | None
-) -> dict[str, Usage]:
-    """Return the tokens of a run's calls summed per model label."""
-    totals: dict[str, Usage] = {}
-    calls = [(p["model"], p["usage"]) for p in proposals]
-    if aggregation and aggregation.get("model"):
-        calls.append((aggregation["model"], aggregation.get("usage")))
-    for model, usage in calls:
-        if usage:
-            total = totals.setdefault(model, Usage(input_tokens=0, output_tokens=0))
-            total["input_tokens"] += usage["input_tokens"]
-            total["output_tokens"] += usage["output_tokens"]
-    return totals
-
-
-def cost_of(by_model: Mapping[str, Usage], prices: Prices | None) -> float | None:
-    """Return the USD cost of `by_model`, or None when a model has no price (never a guess)."""
-    if prices is None or any(model not in prices for model in by_model):
-        return None
-    return round(
-        sum(
-            u["input_tokens"] * prices[m]["input"] / 1e6
-            + u["output_tokens"] * prices[m]["output"] / 1e6
-            for m, u in by_model.items()
-        ),
-        8,
-    )
 
 
 def _error_fields(error: BaseException) -> dict[str, Any]:

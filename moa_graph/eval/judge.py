@@ -25,10 +25,10 @@ from langchain_core.runnables import RunnableConfig
 
 from moa_graph.calls import CallPolicy, call_model
 from moa_graph.limits import admission_for
-from moa_graph.moa import usage_of
 from moa_graph.models import LOCAL_PROVIDER, load_chat_model
 from moa_graph.spec import ModelSpec, SpecLike, to_model_spec
 from moa_graph.state import Usage
+from moa_graph.usage import usage_of
 
 PairVerdict = Literal["A", "B", "tie"]
 

@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from moa_graph.batch.cli import versions
 from moa_graph.batch.progress import Progress
 from moa_graph.batch.rows import Row
-from moa_graph.batch.runner import BatchRunner, Prices, settings_of
+from moa_graph.batch.runner import BatchRunner, settings_of
 from moa_graph.batch.store import RecordStore
 from moa_graph.errors import MoAConfigError
 from moa_graph.eval.judge import (
@@ -31,9 +30,10 @@ from moa_graph.eval.judge import (
 from moa_graph.eval.report import EvalReport, Metric, build_report
 from moa_graph.eval.suites import Item, Suite, distinct, load_suite
 from moa_graph.eval.systems import System, file_slug, parse_systems
-from moa_graph.moa import total_usage
 from moa_graph.models import ModelSource
 from moa_graph.sync import run_sync
+from moa_graph.usage import Prices, total_usage
+from moa_graph.versions import versions
 
 JudgeMode = Literal["pairwise", "single"]
 

@@ -27,7 +27,6 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph
-from moa_graph.moa import run_usage
 from moa_graph.serving.catalog import (
     ASSISTANTS_FILE,
     WORKERS_ENV,
@@ -41,6 +40,7 @@ from moa_graph.serving.errors import APIError, check_key, install_handlers, run_
 from moa_graph.serving.requests import BodyLimit, ChatRequest, prepare
 from moa_graph.state import InputState
 from moa_graph.trust import RequestPolicy
+from moa_graph.usage import run_usage
 
 
 def create_app(

@@ -3,6 +3,8 @@ import json
 import pytest
 
 from moa_graph import ModelSpec, cli
+from moa_graph.cli.main import parser
+from moa_graph.cli.options import context_from
 
 
 @pytest.mark.parametrize(
@@ -47,15 +49,15 @@ def test_failed_run_exits_1(monkeypatch: pytest.MonkeyPatch,
 def test_context_file_preset_and_options_combine(tmp_path, monkeypatch) -> None:
     settings = tmp_path / "moa.json"
     settings.write_text(json.dumps({"proposers": [{"model": "openai:m", "n": 2}], "rounds": 3}))
-    args = cli._parser().parse_args(
+    args = parser().parse_args(
         ["ask", "hi", "--context", str(settings), "--preset", "usc", "--rounds", "2",
          "--proposer", "openai:a n=2 temperature=0.1"]
     )  # fmt: skip
-    ctx = cli._context(args)
+    ctx = context_from(args)
     assert ctx.aggregator_mode == "select" and ctx.rounds == 2  # the option beats the file
     assert ctx.proposer_specs(1)[0] == ModelSpec(model="openai:a", n=2, temperature=0.1)
-    args = cli._parser().parse_args(["ask", "hi", "--context", str(settings)])
-    assert cli._context(args).proposers[0].n == 2
+    args = parser().parse_args(["ask", "hi", "--context", str(settings)])
+    assert context_from(args).proposers[0].n == 2
 
 
 @pytest.mark.parametrize(

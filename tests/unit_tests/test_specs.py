@@ -7,7 +7,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from moa_graph import MoAConfigError, MoAContext, ModelSpec, build_moa_graph
-from moa_graph.moa import call_seed
+from moa_graph.layers import call_seed
 from moa_graph.presets import PRESETS, SELF_MOA_SAMPLES
 from moa_graph.spec import to_model_spec
 from tests.scripted_openai_server import ScriptedOpenAIServer

@@ -11,14 +11,11 @@ functions; the prompt layout is in `moa_graph.references`, the aggregator's mode
 
 import hashlib
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
-
-from langchain_core.messages import AIMessage, BaseMessage
+from collections.abc import Iterable, Sequence
 
 from moa_graph.aggregation import Candidate
 from moa_graph.errors import ProposerQuorumError
-from moa_graph.state import Proposal, Review, Usage
+from moa_graph.state import Proposal, Review
 
 SEED_RANGE = 2**31
 """Seeds are drawn from [0, 2**31): every OpenAI-compatible server takes a 32-bit int."""
@@ -106,36 +103,3 @@ def mark_selected(
         )
         for p in proposals
     ]
-
-
-def usage_of(message: BaseMessage) -> Usage | None:
-    """Return the token usage an `AIMessage` reports, or None when it reports none."""
-    meta = message.usage_metadata if isinstance(message, AIMessage) else None
-    if not meta:
-        return None
-    return Usage(input_tokens=meta["input_tokens"], output_tokens=meta["output_tokens"])
-
-
-def run_usage(output: Mapping[str, Any]) -> Usage | None:
-    """Return the tokens of every model call of a run, proposers and aggregator.
-
-    Args:
-        output: The graph's output state (``proposals`` and ``aggregation``).
-
-    Returns:
-        The sum of the usage the providers reported, or None when none reported any.
-    """
-    aggregation = output.get("aggregation") or {}
-    proposals = output.get("proposals", [])
-    return total_usage([*(p["usage"] for p in proposals), aggregation.get("usage")])
-
-
-def total_usage(usages: Iterable[Usage | None]) -> Usage | None:
-    """Return the sum of the reported `usages`, or None when none was reported."""
-    reported = [u for u in usages if u is not None]
-    if not reported:
-        return None
-    return Usage(
-        input_tokens=sum(u["input_tokens"] for u in reported),
-        output_tokens=sum(u["output_tokens"] for u in reported),
-    )

@@ -1,7 +1,7 @@
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from moa_graph.moa import layer_references
+from moa_graph.layers import layer_references
 from moa_graph.references import inject_references
 from moa_graph.state import Proposal
 

@@ -10,17 +10,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from moa_graph.batch.cli import add_call_arguments, read_prices
+from moa_graph.cli.options import add_call_arguments, settings_from
 from moa_graph.errors import MoAConfigError
 from moa_graph.eval.artifacts import export_alpaca_eval, write_artifacts
 from moa_graph.eval.runner import arun_eval
 from moa_graph.eval.suites import load_suite
 from moa_graph.presets import PRESETS
 from moa_graph.sync import run_sync
+from moa_graph.usage import read_prices
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the eval command's own arguments to its parser."""
+def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``eval`` and its options to the `commands` of the main parser."""
+    parser = commands.add_parser(
+        "eval",
+        parents=parents,
+        help="compare MoA variants and single models on a suite, with intervals and cost",
+        description="Run every system on the same items, score them (exact answers or a "
+        "judge), and print the table; --out keeps results.json, items.jsonl, summary.md "
+        "and plot.png. The --proposer/--aggregator options are the models the presets use.",
+    )
     add = parser.add_argument
     add(
         "--suite",
@@ -36,9 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the configured models, single:SPEC (greedy unless the spec sets a temperature), "
         "best-single, json:FILE ({name: MoAContext fields})",
     )
-    add("--n", type=int, help="only the first N items")
+    add("--n", type=int, help="only the first N distinct items")
     add(
         "--seed",
+        dest="eval_seed",
         type=int,
         default=7,
         help="seed of generated suites, the runs and the bootstrap (7)",
@@ -70,15 +80,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no-progress", action="store_true", help="no progress display")
 
 
-def run(args: argparse.Namespace, settings: dict[str, Any]) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the evaluation `args` describe, print the summary, write the files; return 0.
 
     Raises:
         MoAConfigError: Bad options or settings (exit status 2), before any model call.
     """
+    settings = settings_from(args)
     if args.alpaca_export and args.out is None:
         raise MoAConfigError("--alpaca-export writes files: give --out DIR")
-    suite = load_suite(args.suite, n=args.n, seed=args.seed)
+    suite = load_suite(args.suite, n=args.n, seed=args.eval_seed)
     if args.alpaca_export and suite.turns > 1:
         raise MoAConfigError(
             f"--alpaca-export needs a single-turn suite; {args.suite!r} has {suite.turns} turns"
@@ -86,7 +97,7 @@ def run(args: argparse.Namespace, settings: dict[str, Any]) -> int:
     systems = [name.strip() for name in args.systems.split(",") if name.strip()]
     report = run_sync(
         arun_eval(
-            suite, systems, settings=settings, seed=args.seed,
+            suite, systems, settings=settings, seed=args.eval_seed,
             judge=args.judge, judge_mode=args.judge_mode, baseline=args.baseline,
             out=args.out, concurrency=args.concurrency,
             prices=read_prices(args.prices) if args.prices else None,

@@ -1,0 +1,56 @@
+"""The ``moa-graph`` command: ask, chat, batch, serve and eval, with progress on stderr.
+
+Exit status: 0 on success, 2 for bad usage or settings, 1 when the run fails.
+"""
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+from moa_graph.cli import ask, batch, eval, serve
+from moa_graph.cli.options import model_options, run_options
+from moa_graph.errors import MoAConfigError
+
+COMMANDS = {"ask": ask.run, "chat": ask.run, "batch": batch.run, "eval": eval.run,
+            "serve": serve.run}  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with `argv` (default: ``sys.argv[1:]``) and return the exit status."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(format="moa-graph: %(message)s", stream=sys.stderr)
+    logging.getLogger("moa_graph").setLevel(logging.INFO)
+    try:
+        return COMMANDS[args.command](args)
+    except MoAConfigError as exc:
+        return _fail(2, f"error: {exc}", args.debug)
+    except KeyboardInterrupt:
+        return _fail(1, "interrupted", debug=False)
+    except Exception as exc:
+        return _fail(1, f"run failed: {type(exc).__name__}: {exc}", args.debug)
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the parser of every command (the CLI reference is its ``--help``)."""
+    models = model_options()
+    common = run_options(models)
+    top = argparse.ArgumentParser(
+        prog="moa-graph",
+        description="Mixture-of-Agents: several proposers answer, an aggregator synthesizes.",
+        epilog="Settings not given fall back to MOA_* environment variables, then defaults.",
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+    ask.add_parsers(commands, [common])
+    serve.add_parser(commands)
+    batch.add_parser(commands, [common])
+    eval.add_parser(commands, [models])
+    return top
+
+
+def _fail(status: int, message: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"moa-graph: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr)
+    return status

@@ -1,0 +1,72 @@
+"""``moa-graph serve``: the OpenAI-compatible API (`moa_graph.serving`) under uvicorn."""
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from moa_graph.errors import MoAConfigError
+from moa_graph.local_server import BASE_URL_ENV, local_base_url
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``serve`` and its options to the `commands` of the main parser."""
+    serve = commands.add_parser(
+        "serve",
+        help="serve MoA as an OpenAI-compatible API (needs the 'serve' extra)",
+        description="POST /v1/chat/completions and GET /v1/models on HOST:PORT; model 'moa' "
+        "uses the MOA_* settings. MOA_API_KEY sets a bearer key. A request may set only the "
+        "MoA fields the operator allows (MOA_SERVE_ALLOW_FIELDS, MOA_SERVE_ALLOW_MODELS), "
+        "within budgets (MOA_SERVE_MAX_ROUNDS, _CALLS, _TOKENS, _TIMEOUT_S, _MESSAGES, "
+        "_BODY_BYTES).",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes (uvicorn's workers; default 1). rpm/tpm limits are divided "
+        "among them; an embedded model is started once and shared",
+    )
+    serve.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until stopped; return 0.
+
+    Raises:
+        MoAConfigError: The 'serve' extra is missing, or --workers is invalid.
+    """
+    host, port, workers = args.host, args.port, args.workers
+    if workers < 1:
+        raise MoAConfigError(f"--workers {workers}: give a whole number >= 1")
+    try:
+        import uvicorn
+
+        from moa_graph.serving.catalog import (
+            ASSISTANTS_FILE,
+            WORKERS_ENV,
+            local_models,
+            served_models,
+        )
+    except ImportError as exc:
+        raise MoAConfigError(
+            f"moa-graph serve needs FastAPI and uvicorn ({exc}): pip install 'moa-graph[serve]'"
+        ) from None
+    os.environ[WORKERS_ENV] = str(workers)  # the workers divide rpm/tpm by it
+    if workers > 1 and not os.environ.get(BASE_URL_ENV):
+        # One embedded server for all workers (each would otherwise start its own).
+        catalog = served_models(Path(os.environ.get("MOA_SERVE_ASSISTANTS", ASSISTANTS_FILE)))
+        local = sorted(local_models(catalog))
+        if len(local) > 1:
+            raise MoAConfigError(
+                f"--workers {workers} shares one embedded model, but the served models use "
+                f"{local}: serve one, or run your own server and set {BASE_URL_ENV}"
+            )
+        if local:
+            os.environ[BASE_URL_ENV] = local_base_url(local[0])
+    uvicorn.run(
+        "moa_graph.serving.app:app", host=host, port=port, workers=workers, log_level="warning"
+    )
+    return 0
