@@ -1,8 +1,8 @@
 """The aggregator's modes: synthesize, select, vote and sequential, free of I/O.
 
-`aggregate` is a generator: it yields each model call it needs as a `ModelCall` and receives the
-model's reply, so that one implementation serves the graph's sync and async nodes (see
-`moa_graph.nodes`). Sources:
+`aggregate` is a generator: it yields each model call it needs as an `AggregatorRequest` and
+receives the model's reply, so that one implementation serves the graph's sync and async nodes
+(see `moa_graph.nodes`). Sources:
 
 - synthesize: Wang et al., arXiv 2406.04692, section 2.2 and Table 1.
 - select: Universal Self-Consistency, Chen et al., arXiv 2311.17311, section 3.
@@ -37,7 +37,7 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class ModelCall:
+class AggregatorRequest:
     """One aggregator call the mode asks for.
 
     Attributes:
@@ -65,7 +65,7 @@ class Outcome:
 
 
 @dataclass(frozen=True)
-class Settings:
+class AggregationSettings:
     """What the modes read from `MoAContext`."""
 
     mode: str
@@ -76,11 +76,11 @@ class Settings:
     window_size: int
 
 
-Steps = Generator[ModelCall, AIMessage, Outcome]
+Steps = Generator[AggregatorRequest, AIMessage, Outcome]
 
 
 def aggregate(
-    settings: Settings,
+    settings: AggregationSettings,
     messages: Sequence[BaseMessage],
     candidates: Sequence[Candidate],
     rng: random.Random,
@@ -88,7 +88,7 @@ def aggregate(
     """Produce the final answer from `candidates` with the mode of `settings`.
 
     Yields:
-        Each `ModelCall` to make; send the model's reply back with ``generator.send``.
+        Each `AggregatorRequest` to make; send the model's reply back with ``generator.send``.
 
     Returns:
         The `Outcome`: the answer message, the mode that produced it, and which candidates
@@ -115,7 +115,7 @@ def aggregate(
 
 
 def _synthesize(
-    settings: Settings,
+    settings: AggregationSettings,
     messages: Sequence[BaseMessage],
     candidates: Sequence[Candidate],
     rng: random.Random,
@@ -128,12 +128,12 @@ def _synthesize(
         settings.prompt,
         reference_format=settings.reference_format,
     )
-    reply = yield ModelCall(prompt, stream=True, step=step)
+    reply = yield AggregatorRequest(prompt, stream=True, step=step)
     return Outcome(reply, "synthesize", [c.index for c in candidates], replies=[reply])
 
 
 def _select(
-    settings: Settings,
+    settings: AggregationSettings,
     messages: Sequence[BaseMessage],
     candidates: Sequence[Candidate],
     rng: random.Random,
@@ -145,7 +145,7 @@ def _select(
         SELECT_MOST_CONSISTENT_PROMPT,
         reference_format=settings.reference_format,
     )
-    judge = yield ModelCall(prompt, stream=False, step=0)
+    judge = yield AggregatorRequest(prompt, stream=False, step=0)
     shown = parse_selection(judge.text, len(candidates))
     if shown is None:
         outcome = yield from _synthesize(settings, messages, candidates, rng, step=1)
@@ -165,7 +165,7 @@ def _select(
 
 
 def _sequential(
-    settings: Settings,
+    settings: AggregationSettings,
     messages: Sequence[BaseMessage],
     candidates: Sequence[Candidate],
     rng: random.Random,
@@ -183,7 +183,7 @@ def _sequential(
             settings.prompt + "\n\n" + SEQUENTIAL_BEST_SO_FAR.format(best=best),
             reference_format=settings.reference_format,
         )
-        reply = yield ModelCall(prompt, stream=step == len(windows) - 1, step=step)
+        reply = yield AggregatorRequest(prompt, stream=step == len(windows) - 1, step=step)
         outcome.answer = reply
         outcome.replies.append(reply)
     outcome.mode = "sequential"

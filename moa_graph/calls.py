@@ -61,7 +61,7 @@ class ProposerTask(TypedDict):
     Attributes:
         layer: 1-based layer.
         index: 0-based position of the call in its layer.
-        spec: 0-based position of the call's spec (or model instance) in the layer's list.
+        spec_index: 0-based position of the call's spec (or model instance) in the layer's list.
         sample: 0-based sample of that spec.
         seed: Seed to send, or None to send none.
         model: Label for the record and the trace.
@@ -71,7 +71,7 @@ class ProposerTask(TypedDict):
 
     layer: int
     index: int
-    spec: int
+    spec_index: int
     sample: int
     seed: int | None
     model: str

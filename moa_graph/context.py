@@ -1,7 +1,7 @@
 """Per-run settings of the MoA graph: the `context_schema` Studio shows as assistant settings."""
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 from moa_graph.environment import fill_from_environment
 from moa_graph.errors import MoAConfigError
@@ -20,8 +20,8 @@ from moa_graph.validation import (
 
 AggregatorMode = Literal["synthesize", "select", "vote", "sequential"]
 ReferenceFormat = Literal["numbered", "tagged"]
-_MODES = ("synthesize", "select", "vote", "sequential")
-_FORMATS = ("numbered", "tagged")
+_MODES: tuple[str, ...] = get_args(AggregatorMode)
+_FORMATS: tuple[str, ...] = get_args(ReferenceFormat)
 
 
 @dataclass(kw_only=True)

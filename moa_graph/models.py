@@ -152,13 +152,13 @@ def model_label(model: BaseChatModel) -> str:
 
 
 @dataclass(frozen=True)
-class ModelCallSpec:
+class CallSlot:
     """One call position of a layer (or the aggregator): the model and its own settings.
 
     Attributes:
         label: Name for records and traces.
         model: The chat model.
-        spec: 0-based position of its spec (or instance) in the layer's list.
+        spec_index: 0-based position of its spec (or instance) in the layer's list.
         sample: 0-based sample of that spec.
         samples: The spec's ``n``.
         seeded: True when a per-call seed is sent (spec-built models whose provider takes one).
@@ -169,7 +169,7 @@ class ModelCallSpec:
 
     label: str
     model: BaseChatModel
-    spec: int = 0
+    spec_index: int = 0
     sample: int = 0
     samples: int = 1
     seeded: bool = False
@@ -202,7 +202,7 @@ class ModelSource:
         """How many proposer lists were given as instances, or None for specs."""
         return None if self._instances is None else len(self._instances)
 
-    def proposers(self, ctx: "MoAContext", layer: int) -> list[ModelCallSpec]:
+    def proposers(self, ctx: "MoAContext", layer: int) -> list[CallSlot]:
         """Return one entry per proposer call of a 1-based `layer` (a spec's samples in a row).
 
         Raises:
@@ -211,7 +211,7 @@ class ModelSource:
         if self._instances is not None:
             models = self._instances[0 if len(self._instances) == 1 else layer - 1]
             return [
-                ModelCallSpec(label, model, spec=i, timeout_s=ctx.proposer_timeout_s)
+                CallSlot(label, model, spec_index=i, timeout_s=ctx.proposer_timeout_s)
                 for i, (label, model) in enumerate(models)
             ]
         calls = []
@@ -220,8 +220,8 @@ class ModelSource:
             admission = _admission(spec, ctx)
             for sample in range(spec.n):
                 calls.append(
-                    ModelCallSpec(
-                        spec.name, model, spec=i, sample=sample, samples=spec.n,
+                    CallSlot(
+                        spec.name, model, spec_index=i, sample=sample, samples=spec.n,
                         seeded=accepts_seed(model),
                         timeout_s=spec.timeout_s or ctx.proposer_timeout_s,
                         system_prompt=spec.system_prompt, admission=admission,
@@ -229,23 +229,39 @@ class ModelSource:
                 )  # fmt: skip
         return calls
 
+    def check(self, ctx: "MoAContext") -> list[int]:
+        """Create every model a run of `ctx` calls, so bad settings fail before any call.
+
+        The aggregator of a ``vote`` is left out: a vote calls it only as a fallback.
+
+        Returns:
+            Proposer calls per layer (samples counted).
+
+        Raises:
+            MoAConfigError, LocalModelError: As `load_chat_model`.
+        """
+        sizes = [len(self.proposers(ctx, k)) for k in range(1, ctx.rounds + 1)]
+        if ctx.aggregator_mode != "vote":
+            self.aggregator(ctx)
+        return sizes
+
     def aggregator_label(self, ctx: "MoAContext") -> str:
         """Return the aggregator's name for records, without creating the model."""
         if self._aggregator is not None:
             return model_label(self._aggregator)
         return ctx.aggregator_spec().name
 
-    def aggregator(self, ctx: "MoAContext") -> ModelCallSpec:
+    def aggregator(self, ctx: "MoAContext") -> CallSlot:
         """Return the aggregator (its tokens stream when the graph streams messages).
 
         Raises:
             MoAConfigError, LocalModelError: As `load_chat_model`.
         """
         if self._aggregator is not None:
-            return ModelCallSpec(model_label(self._aggregator), self._aggregator)
+            return CallSlot(model_label(self._aggregator), self._aggregator)
         spec = ctx.aggregator_spec()
         model = _from_spec(spec, ctx, streaming=True)
-        return ModelCallSpec(
+        return CallSlot(
             spec.name, model, seeded=accepts_seed(model), timeout_s=spec.timeout_s,
             system_prompt=spec.system_prompt, admission=_admission(spec, ctx),
         )  # fmt: skip
@@ -262,11 +278,32 @@ def _from_spec(spec: ModelSpec, ctx: "MoAContext", *, streaming: bool) -> BaseCh
 
 
 def _admission(spec: ModelSpec, ctx: "MoAContext") -> Admission | None:
-    local = spec.model.split(":", 1)[0] == LOCAL_PROVIDER
-    return admission_for(
-        spec.model, rpm=ctx.rpm, tpm=ctx.tpm, server=spec.model if local else None,
-        max_tokens=spec.max_tokens or ctx.max_tokens,
-    )  # fmt: skip
+    return call_admission(
+        spec.model, rpm=ctx.rpm, tpm=ctx.tpm, max_tokens=spec.max_tokens or ctx.max_tokens
+    )
+
+
+def is_local(model: str) -> bool:
+    """Return True for a spec of the embedded model (``local:...``)."""
+    return model.split(":", 1)[0] == LOCAL_PROVIDER
+
+
+def call_admission(
+    model: str, *, rpm: dict[str, float], tpm: dict[str, int], max_tokens: int
+) -> Admission | None:
+    """Return what a call of `model` waits for: its rates, and the embedded server's capacity.
+
+    Args:
+        model: Model text, ``"provider:model"``.
+        rpm: Requests per minute by provider or model (``MoAContext.rpm``).
+        tpm: Tokens per minute by provider or model (``MoAContext.tpm``).
+        max_tokens: Most tokens the call may generate (its token reservation).
+
+    Returns:
+        The `moa_graph.limits.Admission`, or None when nothing limits the call.
+    """
+    server = model if is_local(model) else None
+    return admission_for(model, rpm=rpm, tpm=tpm, server=server, max_tokens=max_tokens)
 
 
 def _whole_answers(model: BaseChatModel) -> BaseChatModel:

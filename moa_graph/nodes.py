@@ -22,7 +22,7 @@ from langgraph.errors import NodeError
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Command, Overwrite, Send, interrupt
 
-from moa_graph.aggregation import ModelCall, Outcome, Settings, Steps, aggregate
+from moa_graph.aggregation import AggregationSettings, AggregatorRequest, Outcome, Steps, aggregate
 from moa_graph.budget import check_max_calls, most_calls
 from moa_graph.calls import (
     CallPolicy,
@@ -41,7 +41,7 @@ from moa_graph.layers import (
     layer_references,
     mark_selected,
 )
-from moa_graph.models import ModelCallSpec, ModelSource
+from moa_graph.models import CallSlot, ModelSource
 from moa_graph.references import inject_references, reference_order, with_system_prompt
 from moa_graph.review import parse_decision, review_request
 from moa_graph.state import Aggregation, MoAState, Proposal, Review
@@ -106,11 +106,9 @@ class MoANodes:
                 f"build_moa_graph got {given} proposer lists but rounds is "
                 f"{ctx.rounds}: pass one list per round, or a flat list"
             )
-        sizes = [len(self.models.proposers(ctx, k)) for k in range(1, ctx.rounds + 1)]
+        sizes = self.models.check(ctx)
         check_layer_sizes(ctx, sizes)
         check_max_calls(bound, most_calls(ctx.aggregator_mode, ctx.window_size, sizes))
-        if ctx.aggregator_mode != "vote":  # a vote calls its aggregator only as a fallback
-            self.models.aggregator(ctx)
         if ctx.review and get_config()["configurable"].get(CONFIG_KEY_CHECKPOINTER) is None:
             raise MoAConfigError(
                 "review=True pauses the run for a person, which needs a checkpointer: compile "
@@ -136,9 +134,9 @@ class MoANodes:
         gate = uuid.uuid4().hex if ctx.first_k is not None else None
         sends = []
         for i, call in enumerate(self.models.proposers(ctx, k)):
-            seed = call_seed(ctx.seed, k, call.spec, call.sample) if call.seeded else None
+            seed = call_seed(ctx.seed, k, call.spec_index, call.sample) if call.seeded else None
             task = ProposerTask(
-                layer=k, index=i, spec=call.spec, sample=call.sample, seed=seed,
+                layer=k, index=i, spec_index=call.spec_index, sample=call.sample, seed=seed,
                 model=call.label, messages=messages, gate=gate,
             )  # fmt: skip
             sends.append(Send("proposer", task))
@@ -199,7 +197,7 @@ class MoANodes:
         ctx, agg, steps = self._aggregation(state)
         seeds: list[int | None] = []
 
-        def call(request: ModelCall) -> AIMessage:
+        def call(request: AggregatorRequest) -> AIMessage:
             model, messages = self._aggregator_call(ctx, agg(), request, seeds)
             return cast(AIMessage, call_model_sync(model, messages, {}, _policy(ctx, agg())))
 
@@ -217,7 +215,7 @@ class MoANodes:
         ctx, agg, steps = self._aggregation(state)
         seeds: list[int | None] = []
 
-        async def call(request: ModelCall) -> AIMessage:
+        async def call(request: AggregatorRequest) -> AIMessage:
             model, messages = self._aggregator_call(ctx, agg(), request, seeds)
             return cast(AIMessage, await call_model(model, messages, {}, _policy(ctx, agg())))
 
@@ -230,14 +228,14 @@ class MoANodes:
         except Exception as exc:
             raise self._aggregator_error(ctx, exc, state) from exc
 
-    def _branch(self, task: ProposerTask) -> tuple[MoAContext, ModelCallSpec, int]:
+    def _branch(self, task: ProposerTask) -> tuple[MoAContext, CallSlot, int]:
         """The context, this branch's model call, and how many calls its layer has."""
         ctx = _context()
         calls = self.models.proposers(ctx, task["layer"])
         return ctx, calls[task["index"]], len(calls)
 
     def _proposer_call(
-        self, task: ProposerTask, call: ModelCallSpec
+        self, task: ProposerTask, call: CallSlot
     ) -> tuple[Runnable[Any, Any], list[BaseMessage], RunnableConfig]:
         k, i = task["layer"], task["index"]
         where = f"layer {k}" + (f", sample {task['sample'] + 1}" if call.samples > 1 else "")
@@ -282,15 +280,13 @@ class MoANodes:
                 return result
             error = result  # asked again: each interrupt() in a node has its own resume value
 
-    def _aggregation(
-        self, state: MoAState
-    ) -> tuple[MoAContext, Callable[[], ModelCallSpec], Steps]:
+    def _aggregation(self, state: MoAState) -> tuple[MoAContext, Callable[[], CallSlot], Steps]:
         """Return the context, the aggregator and the steps of the aggregator's mode.
 
         The aggregator is created at its first call: a vote may need none.
         """
         ctx = _context()
-        settings = Settings(
+        settings = AggregationSettings(
             mode=ctx.aggregator_mode,
             prompt=ctx.aggregator_prompt,
             reference_format=ctx.reference_format,
@@ -306,8 +302,8 @@ class MoANodes:
     def _aggregator_call(
         self,
         ctx: MoAContext,
-        agg: ModelCallSpec,
-        request: ModelCall,
+        agg: CallSlot,
+        request: AggregatorRequest,
         seeds: list[int | None],
     ) -> tuple[Runnable[Any, Any], list[BaseMessage]]:
         k = ctx.rounds + 1  # the paper counts the aggregator as the last layer
@@ -363,5 +359,5 @@ def _rng(ctx: MoAContext, layer: int) -> random.Random:
     return random.Random(None if ctx.seed is None else call_seed(ctx.seed, layer, -1, 0))
 
 
-def _policy(ctx: MoAContext, call: ModelCallSpec) -> CallPolicy:
+def _policy(ctx: MoAContext, call: CallSlot) -> CallPolicy:
     return CallPolicy(timeout_s=call.timeout_s, retries=ctx.retries, admission=call.admission)

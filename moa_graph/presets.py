@@ -3,6 +3,8 @@
 Used by `MoAContext.preset`, the CLI's ``--preset`` and Studio's saved assistants.
 """
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from moa_graph.errors import MoAConfigError
@@ -12,15 +14,21 @@ from moa_graph.validation import DEFAULT_LOCAL_MODEL
 SELF_MOA_SAMPLES = 6
 """Samples of the one model in Self-MoA (Li et al., arXiv 2502.00674, section 3: k = 6)."""
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "moa": {"rounds": 2, "aggregator_mode": "synthesize"},
-    "moa-lite": {"rounds": 1, "aggregator_mode": "synthesize"},
-    "self-moa": {"rounds": 1, "aggregator_mode": "synthesize"},
-    "self-moa-seq": {"rounds": 1, "aggregator_mode": "sequential"},
-    "usc": {"rounds": 1, "aggregator_mode": "select"},
-    "vote": {"rounds": 1, "aggregator_mode": "vote"},
-}
-"""Each preset's settings; the Self-MoA presets also turn the one proposer into k samples."""
+PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        name: MappingProxyType(settings)
+        for name, settings in {
+            "moa": {"rounds": 2, "aggregator_mode": "synthesize"},
+            "moa-lite": {"rounds": 1, "aggregator_mode": "synthesize"},
+            "self-moa": {"rounds": 1, "aggregator_mode": "synthesize"},
+            "self-moa-seq": {"rounds": 1, "aggregator_mode": "sequential"},
+            "usc": {"rounds": 1, "aggregator_mode": "select"},
+            "vote": {"rounds": 1, "aggregator_mode": "vote"},
+        }.items()
+    }
+)
+"""Each preset's settings, read-only; the Self-MoA presets also turn the one proposer into k
+samples."""
 
 PRESET_DESCRIPTIONS = {
     "moa": "the paper's MoA: 2 proposer layers then the aggregator (arXiv 2406.04692)",

@@ -1,9 +1,10 @@
 """Batch output: a JSONL journal written as rows finish, what it already holds, a manifest.
 
-Each finished (row, sample) is one JSON line, appended and flushed at once, so a killed batch
-loses nothing that finished. Re-reading the journal tells which keys are done (``ok``) or
-failed; a torn last line (a kill mid-write) is cut off. For a Parquet output the journal is
-``OUTPUT.jsonl`` beside it and the Parquet file is written from it at the end.
+Each finished (row, sample) is one JSON line of a `moa_graph.journal.Journal`, appended and
+flushed at once, so a killed batch loses nothing that finished. Re-reading the journal tells
+which keys are done (``ok``) or failed; a torn last line (a kill mid-write) is cut off. For a
+Parquet output the journal is ``OUTPUT.jsonl`` beside it and the Parquet file is written from
+it at the end.
 """
 
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from moa_graph.errors import MoAConfigError
+from moa_graph.journal import Journal
 
 
 class RecordStore:
@@ -30,27 +32,12 @@ class RecordStore:
         self.journal = self.output if suffix == ".jsonl" else Path(f"{self.output}.jsonl")
         self.manifest = Path(f"{self.output}.manifest.json")
         self.cache = Path(f"{self.output}.cache.sqlite")
-        """LangGraph's node cache of finished proposer calls, for rows cut short by a kill."""
-        self._file: Any = None
+        """LangGraph's node cache of the proposer calls that answered, for rows cut short."""
+        self._journal = Journal(self.journal)
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Yield the records already in the journal, cutting off a torn last line."""
-        if not self.journal.exists():
-            return
-        good = 0
-        with self.journal.open("rb") as f:
-            for line in f:
-                if not line.endswith(b"\n"):
-                    break  # a torn write: dropped below
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                good += len(line)
-                yield record
-        if good < self.journal.stat().st_size:
-            with self.journal.open("r+b") as f:
-                f.truncate(good)
+        return self._journal.records()
 
     def check_settings(self, settings_hash: str) -> None:
         """Refuse to add to an output made with other settings.
@@ -70,28 +57,16 @@ class RecordStore:
 
     def drop(self, keys: set[str]) -> None:
         """Rewrite the journal without the records of `keys` (failed rows about to be redone)."""
-        if not keys or not self.journal.exists():
-            return
-        kept = self.journal.with_name(self.journal.name + ".tmp")
-        with kept.open("w", encoding="utf-8") as out:
-            for record in self.records():
-                if record.get("key") not in keys:
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(kept, self.journal)
+        if keys:
+            self._journal.keep(lambda record: record.get("key") not in keys)
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record and flush it to the OS."""
-        if self._file is None:
-            self.journal.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.journal.open("a", encoding="utf-8")
-        self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-        self._file.flush()
+        self._journal.append(record)
 
     def close(self) -> None:
         """Close the journal; for a Parquet output, write the Parquet file from it."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._journal.close()
         if self.journal != self.output and self.journal.exists():
             _write_parquet(self.output, list(self.records()))
 

@@ -24,8 +24,8 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
 from moa_graph.calls import CallPolicy, call_model
-from moa_graph.limits import admission_for
-from moa_graph.models import LOCAL_PROVIDER, load_chat_model
+from moa_graph.journal import Journal
+from moa_graph.models import call_admission, load_chat_model
 from moa_graph.spec import ModelSpec, SpecLike, to_model_spec
 from moa_graph.state import Usage
 from moa_graph.usage import usage_of
@@ -227,25 +227,21 @@ class Judge:
             self.spec.model, temperature=temperature, max_tokens=self.max_tokens,
             streaming=False, model_kwargs=self.spec.model_kwargs,
         )  # fmt: skip
-        local = self.spec.model.split(":", 1)[0] == LOCAL_PROVIDER
         self.policy = CallPolicy(
             timeout_s=self.spec.timeout_s or timeout_s,
             retries=retries,
-            admission=admission_for(
-                self.spec.model, rpm=rpm or {}, tpm={}, server=self.spec.model if local else None,
-                max_tokens=self.max_tokens,
+            admission=call_admission(
+                self.spec.model, rpm=rpm or {}, tpm={}, max_tokens=self.max_tokens
             ),
-        )  # fmt: skip
+        )
         self._settings = json.dumps([self.spec.to_dict(), temperature, self.max_tokens])
-        self.cache = cache
+        self.cache = Journal(cache) if cache is not None else None
         self._known: dict[str, Judgment] = {}
-        if cache is not None and cache.is_file():
-            for line in cache.read_text(encoding="utf-8").splitlines():
-                try:
-                    saved = json.loads(line)
-                    self._known[saved["key"]] = Judgment(**saved["judgment"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line torn by a kill: judged again
+        for saved in self.cache.records() if self.cache is not None else ():
+            try:
+                self._known[saved["key"]] = Judgment(**saved["judgment"])
+            except (KeyError, TypeError):
+                continue  # a record of another version: judged again
 
     @property
     def name(self) -> str:
@@ -281,6 +277,5 @@ class Judge:
             )  # fmt: skip
         self._known[key] = judgment
         if self.cache is not None:
-            with self.cache.open("a", encoding="utf-8") as f:
-                f.write(json.dumps({"key": key, "judgment": judgment.to_dict()}) + "\n")
+            self.cache.append({"key": key, "judgment": judgment.to_dict()})
         return judgment

@@ -26,14 +26,13 @@ from moa_graph.eval.stats import (
     verdict,
     wilson,
 )
+from moa_graph.eval.systems import BEST_SINGLE
 from moa_graph.state import Usage
 
 Metric = Literal["accuracy", "rating", "win rate"]
 
 LENGTH_WARNING_POINTS = 0.10
 """Warn when the length-adjusted win rate moves the raw one by this much (10 points)."""
-
-BEST_SINGLE = "best-single"
 
 
 @dataclass

@@ -32,7 +32,7 @@ from moa_graph.eval.suites import Item, Suite, distinct, load_suite
 from moa_graph.eval.systems import System, file_slug, parse_systems
 from moa_graph.models import ModelSource
 from moa_graph.sync import run_sync
-from moa_graph.usage import Prices, total_usage
+from moa_graph.usage import Prices, sum_costs, total_usage
 from moa_graph.versions import versions
 
 JudgeMode = Literal["pairwise", "single"]
@@ -168,12 +168,8 @@ def _check_models(system: System) -> None:
     Raises:
         MoAConfigError: As `moa_graph.models.load_chat_model`, naming the system.
     """
-    source = ModelSource(proposers=None, aggregator=None)
     try:
-        for layer in range(1, system.context.rounds + 1):
-            source.proposers(system.context, layer)
-        if system.context.aggregator_mode != "vote":
-            source.aggregator(system.context)
+        ModelSource(proposers=None, aggregator=None).check(system.context)
     except MoAConfigError as exc:
         raise MoAConfigError(f"system {system.name!r}: {exc}") from None
 
@@ -261,7 +257,7 @@ def _record(item: Item, system: str, turns: list[dict[str, Any]]) -> dict[str, A
         "latency_s": None
         if any(t.get("cached_calls") for t in turns)
         else round(sum(t["latency_s"] for t in turns), 3),
-        "cost_usd": None if None in costs or not costs else round(sum(c or 0.0 for c in costs), 8),
+        "cost_usd": sum_costs(costs),
         "judgments": [],
     }
 
