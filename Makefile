@@ -8,14 +8,14 @@ STAMP := $(VENV)/.installed
 QUESTION ?= Why do we have seasons on Earth? Answer in a short paragraph.
 STUDIO_PORT ?= 2024
 
-.PHONY: run test unit lint format bench studio clean
+.PHONY: run test unit lint docs format bench studio clean
 
 # llama-cpp-python builds from source (about 7.5 min on 2 cores, once: pip caches the wheel).
 # GGML_NATIVE=OFF: a native build crashes on the first decode on some CPUs (the AMX path).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet -e ".[local,batch,serve,ray,eval,dev]"
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --quiet -e ".[local,batch,serve,ray,eval,docs,dev]"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The documentation site, offline: site/ (with site/llms.txt). --strict fails on any warning.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -48,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/batch_throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .langgraph_api
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .langgraph_api site

@@ -5,7 +5,7 @@
 proposers of a row run side by side, then the aggregator). Prints JSON: wall time and
 fraction of ideal for `BatchRunner` (records written to a JSONL file) and for
 ``graph.abatch(..., config={"max_concurrency": N})`` on the same graph, in the same process.
-Note that ``max_concurrency`` also caps each run's own proposer fan-out (BATCH.md).
+Note that ``max_concurrency`` also caps each run's own proposer fan-out (docs/notes.md, "Batch").
 Targets: the batch within 5% of the bare run; at least 0.95 of ideal at 64 in flight.
 With ``--ray`` it also runs the batch on Ray actors of a local cluster (one per CPU, each
 building the same simulated graph) and reports their fraction of ideal.

@@ -132,7 +132,7 @@ def _inline(func: Callable[[Any], Any]) -> RunnableLambda[Any, Any]:
     """Wrap a pure node or router so that ``ainvoke`` runs it on the event loop.
 
     A plain sync function would be sent to a worker thread on every call under ``ainvoke``
-    (BATCH.md measured the fan-out router's thread hop as a throughput limit).
+    (docs/notes.md, "Batch": the fan-out router's thread hop limited throughput).
     """
 
     async def on_loop(value: Any) -> Any:

@@ -4,7 +4,8 @@ Admission waits for a request slot (``MoAContext.rpm``, LangChain's `InMemoryRat
 a token budget (``MoAContext.tpm``; LangChain has no token limiter) and, for the embedded
 model, a free server slot (it answers one request at a time). A call's timeout starts only
 once it is admitted, so time queued behind moa-graph's own limits never counts as call time
-(BATCH.md; FIELD_NOTES: the embedded server's failures under load were capacity, not calls).
+(docs/notes.md, "Capacity, not calls": the embedded server's failures under load were
+capacity, not calls).
 
 Retries (``MoAContext.retries``) use tenacity, the library behind LangChain's ``with_retry``,
 with exponential backoff and jitter, honouring a 429's ``Retry-After``; only rate limits,

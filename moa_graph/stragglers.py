@@ -6,8 +6,8 @@ in one process (as asyncio tasks, or threads for sync ``invoke``) and share a `L
 found by the key that the layer's fan-out puts into every branch's payload. A gate lives until
 every branch of its layer has finished, so nothing outlives the layer.
 
-MoA latency follows the slowest proposer (VARIANTS.md); no published MoA implementation cuts
-stragglers, so this follows the "first k of n" pattern of hedged requests.
+MoA latency follows the slowest proposer (docs/notes.md, "Stragglers"); no published MoA
+implementation cuts stragglers, so this follows the "first k of n" pattern of hedged requests.
 """
 
 import contextlib

@@ -2,15 +2,16 @@
 
 The batch driver stays `moa_graph.batch.runner.BatchRunner` (input, resume, records, progress,
 manifest); only where a (row, sample) runs changes. Each actor builds the graph from the
-settings (a compiled graph and model clients are never shipped) and runs up to `per_actor`
-pairs at once on its own event loop, so rows in flight = actors x per-actor. A pair is sent to
-the least-loaded actor and awaited; a worker that dies makes error records (``WorkerDied``),
-which ``--retry-failed`` redoes, and is never retried by Ray (a row that kills its worker
-would kill it again: SCALEOUT.md). Rate limits are split across actors, or shared through one
+settings (a compiled graph and model clients are never shipped) and runs up to `per_actor` pairs
+at once on its own event loop, so rows in flight = actors x per-actor. A pair is sent to the
+least-loaded actor and awaited; a worker that dies makes error records (``WorkerDied``), which
+``--retry-failed`` redoes, and is never retried by Ray (a row that kills its worker would kill
+it again: docs/notes.md, "Ray"). Rate limits are split across actors, or shared through one
 small bucket actor per limit with ``shared_limits``. ``ray`` is imported only here.
 
-Follows SCALEOUT.md's measured recipe: Ray Core async actors, not Ray Data; ``RAY_AUTH_MODE``
-set before the import; ``address="local"`` unless one is given; Ray's logs kept off stdout.
+Follows the measured recipe of docs/notes.md, "Ray": Ray Core async actors, not Ray Data;
+``RAY_AUTH_MODE`` set before the import; ``address="local"`` unless one is given; Ray's logs
+kept off stdout.
 """
 
 import asyncio

@@ -1,10 +1,10 @@
 """Run MoA over many rows: a bounded worker pool, per-row records, resume, stop rules.
 
 Rows are read lazily and at most ``concurrency`` (row, sample) runs are in flight, each one
-``graph.ainvoke`` (the graph's own proposer fan-out is untouched, unlike ``abatch`` with
-``max_concurrency``, which would also cap it: BATCH.md). Every (row, sample) has a key: a
-hash of its input, the settings and the sample. Its seed derives from that key, so a resumed
-run asks the same calls again, and LangGraph's node cache (`proposer_cache_policy`, in a
+``graph.astream`` (the graph's own proposer fan-out is untouched, unlike ``abatch`` with
+``max_concurrency``, which would also cap it: docs/notes.md, "Batch"). Every (row, sample) has a
+key: a hash of its input, the settings and the sample. Its seed derives from that key, so a
+resumed run asks the same calls again, and LangGraph's node cache (`proposer_cache_policy`, in a
 SQLite file beside the output) answers the proposer calls that finished before a kill.
 """
 

@@ -7,8 +7,8 @@ recorded score, so LangSmith shows the same numbers as ``summary.md``.
 With ``LANGSMITH_API_KEY`` (or ``LANGCHAIN_API_KEY``) set, the items become a dataset and each
 system an experiment on it, uploaded. Without a key it runs offline and makes no network call:
 langsmith needs a client built as ``Client(api_key="offline", tracing_sampling_rate=0.0,
-info={})`` and ``upload_results=False`` for that (../EVAL.md: without that client it still
-calls the server).
+info={})`` and ``upload_results=False`` for that (docs/notes.md, "Evaluation": without that
+client it still calls the server).
 """
 
 import os

@@ -7,7 +7,7 @@ ran on the same items, so differences are paired. Every interval contains its es
 Sources: Wilson (1927) score interval; Efron & Tibshirani (1993) percentile bootstrap;
 McNemar (1947) exact (binomial) test; the length adjustment follows AlpacaEval 2.0's
 length-controlled win rate (Dubois et al., arXiv 2404.04475) reduced to the two terms that
-mean something outside its own 805 instructions (docs/eval.md).
+mean something outside its own 805 instructions (docs/notes.md, "Evaluation").
 """
 
 import math

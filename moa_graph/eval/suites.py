@@ -7,7 +7,8 @@ files, ``jsonl:`` files without references) need a judge model (`moa_graph.eval.
 Suite names (`load_suite`):
 
 - ``arithmetic``: reasoning-gym ``basic_arithmetic``, 2 one-digit terms, ``+`` only, with
-  "Give only the final number." (../EVAL.md: the configuration a 135M model is not at floor on).
+  "Give only the final number." (docs/notes.md, "Evaluation": the configuration a 135M model
+  is not at floor on).
 - ``products``: reasoning-gym ``products``, 2 one-digit factors.
 - ``additions``: "Calculate A + B. Give only the final number." with A and B from 10 to 99,
   drawn without repeats (8,100 distinct items), scored on the answer's last number.
@@ -245,7 +246,7 @@ def _reasoning_gym(
 
     def check(item: Item, answer: str) -> float:
         # The last number, not the first: a model that restates the question ("3 + 4 = 7")
-        # would be scored on an operand (../EVAL.md: 3/40 against 20/40).
+        # would be scored on an operand (docs/notes.md, "Evaluation": 3/40 against 20/40).
         entry = entries[item.id]
         numeric = _NUMBER.fullmatch(str(entry["answer"]).strip()) is not None
         extracted = last_number(answer) if numeric else answer.strip()

@@ -2,7 +2,7 @@
 
 Streaming sends the role chunk at once, empty-delta heartbeats while the proposers run, only
 the aggregator's tokens, one ``finish_reason``, the usage chunk when asked, then ``[DONE]``;
-the graph runs in its own task, cancelled when the client goes (SERVING.md: iterating
+the graph runs in its own task, cancelled when the client goes (docs/notes.md, "Serving": iterating
 ``astream`` inside the response would keep generating after a disconnect, langgraph#5682).
 """
 

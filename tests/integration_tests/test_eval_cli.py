@@ -1,7 +1,7 @@
 """`moa-graph eval` on the embedded model, as a user runs it.
 
-Nothing here asserts which system wins: at 135M nothing is distinguishable (../EVAL.md). The
-tests assert that every figure is computed from the items the run recorded.
+Nothing here asserts which system wins: at 135M nothing is distinguishable (docs/notes.md,
+"Evaluation"). The tests assert that every figure is computed from the items the run recorded.
 """
 
 import json
