@@ -9,7 +9,7 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
@@ -118,3 +118,23 @@ class ScriptedChatModel(BaseChatModel):
             self.concurrency.in_flight -= 1
         if self.error is not None:
             raise RuntimeError(self.error)
+
+
+QUESTION = {"messages": [HumanMessage("What is 2 + 3?")]}
+"""The input of the graph-logic tests."""
+
+
+def scripted_proposers(*replies: str, delay_s: float = 0.0) -> list[ScriptedChatModel]:
+    """One scripted proposer per reply, named p0, p1, ..., each answering after `delay_s`."""
+    return [
+        ScriptedChatModel(model_name=f"p{i}", reply=reply, delay_s=delay_s)
+        for i, reply in enumerate(replies)
+    ]
+
+
+def run_moa(models: Any, aggregator: BaseChatModel, **context: Any) -> Any:
+    """Return the coroutine of one MoA run over `models` with `context`, on `QUESTION`."""
+    from moa_graph import MoAContext, build_moa_graph
+
+    graph = build_moa_graph(proposers=models, aggregator=aggregator).compile()
+    return graph.ainvoke(QUESTION, context=MoAContext(**context))

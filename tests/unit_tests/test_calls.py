@@ -68,6 +68,8 @@ async def test_a_hung_attempt_times_out_and_the_retry_answers(env) -> None:
     finally:
         server.stop()
     assert out["proposals"][0]["status"] == "ok"
+    # The attempt was given up at 0.5 s: waiting for the hang to end (3 s) would take longer.
+    assert out["proposals"][0]["latency_s"] < 2.5
 
 
 def test_retryable_errors() -> None:

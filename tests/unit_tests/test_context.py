@@ -24,9 +24,13 @@ def test_environment_fills_fields_left_at_default(monkeypatch: pytest.MonkeyPatc
     assert ctx.proposer_specs(2) == [ModelSpec(model="local:c")]
 
 
-def test_explicit_values_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explicit_values_other_than_the_default_beat_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("MOA_ROUNDS", "3")
     assert MoAContext(rounds=2).rounds == 2
+    # A value equal to the default cannot be told from an unset one: the environment fills it.
+    assert MoAContext(rounds=1).rounds == 3
 
 
 def test_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
