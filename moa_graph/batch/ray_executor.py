@@ -27,8 +27,8 @@ from typing import Any
 from langchain_core.rate_limiters import BaseRateLimiter
 from langgraph.graph.state import CompiledStateGraph
 
+from moa_graph.batch.records import BatchRecord, error_record, run_pair
 from moa_graph.batch.rows import Row
-from moa_graph.batch.runner import error_record, run_pair
 from moa_graph.context import MoAContext
 from moa_graph.graph import build_moa_graph
 from moa_graph.limits import use_limiter_factory
@@ -103,13 +103,13 @@ class RayPairs:
         ]
         self._load = [0] * count
 
-    async def run(self, row: Row, sample: int, key: str) -> dict[str, Any]:
+    async def run(self, row: Row, sample: int, key: str) -> BatchRecord:
         """Run one pair on the least-loaded actor; a dead worker makes an error record."""
         index = min(range(len(self._load)), key=self._load.__getitem__)
         self._load[index] += 1
         start = time.perf_counter()
         try:
-            record: dict[str, Any] = await self._actors[index].run.remote(row, sample, key)
+            record: BatchRecord = await self._actors[index].run.remote(row, sample, key)
             return record
         except self._ray.exceptions.RayError as exc:
             died = WorkerDied(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
@@ -140,7 +140,7 @@ class PairActor:
         self.context, self.prices = context, prices
         self.graph = graph_factory() if graph_factory else build_moa_graph().compile(name="moa")
 
-    async def run(self, row: Row, sample: int, key: str) -> dict[str, Any]:
+    async def run(self, row: Row, sample: int, key: str) -> BatchRecord:
         """Run one pair and return its record."""
         return await run_pair(self.graph, self.context, self.prices, row, sample, key)
 

@@ -12,24 +12,22 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from langchain_core.messages import convert_to_messages
 from langgraph.cache.sqlite import SqliteCache
 from langgraph.graph.state import CompiledStateGraph
 
+from moa_graph.batch.records import BatchRecord, run_pair
 from moa_graph.batch.rows import Row, row_or_error
 from moa_graph.batch.store import RecordStore
 from moa_graph.context import MoAContext
-from moa_graph.errors import AggregatorError, MoAConfigError, ProposerQuorumError
+from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph, proposer_cache_policy
-from moa_graph.layers import SEED_RANGE
 from moa_graph.state import Usage
 from moa_graph.sync import run_sync
-from moa_graph.usage import Prices, cost_of, total_usage, usage_by_model
+from moa_graph.usage import Prices
 
 
 @dataclass
@@ -92,7 +90,7 @@ class LocalPairs:
     ):
         self.graph, self.context, self.prices = graph, context, prices
 
-    async def run(self, row: Row, sample: int, key: str) -> dict[str, Any]:
+    async def run(self, row: Row, sample: int, key: str) -> BatchRecord:
         """Run one pair and return its record."""
         return await run_pair(self.graph, self.context, self.prices, row, sample, key)
 
@@ -103,75 +101,13 @@ class LocalPairs:
 class PairExecutor(Protocol):
     """Where pairs run: `LocalPairs`, or `moa_graph.batch.ray_executor.RayPairs`."""
 
-    async def run(self, row: Row, sample: int, key: str) -> dict[str, Any]:
+    async def run(self, row: Row, sample: int, key: str) -> BatchRecord:
         """Run one pair and return its record; never raise for the pair itself."""
         ...
 
     def close(self) -> None:
         """Release what the executor holds (actors, a cluster it started)."""
         ...
-
-
-async def run_pair(
-    graph: CompiledStateGraph[Any, Any, Any, Any],
-    context: MoAContext,
-    prices: Prices | None,
-    row: Row,
-    sample: int,
-    key: str,
-) -> dict[str, Any]:
-    """Run MoA once for (row, sample) and return its record; a failure is an error record.
-
-    The run's seed derives from `key`, so the same pair asks the same calls wherever it runs.
-    """
-    context = dataclasses.replace(context, seed=int(key[:8], 16) % SEED_RANGE)
-    start = time.perf_counter()
-    try:
-        if row.error is not None:
-            raise MoAConfigError(row.error)
-        messages = convert_to_messages(row.messages)
-        out: dict[str, Any] = {}
-        cached = 0  # proposer calls answered by the node cache: they took no time here
-        async for mode, chunk in graph.astream(
-            {"messages": messages}, context=context, stream_mode=["updates", "values"]
-        ):
-            update = cast(dict[str, Any], chunk)
-            if mode == "values":
-                out = update
-            else:
-                cached += bool(update.get("__metadata__", {}).get("cached"))
-    except Exception as exc:
-        return error_record(row, sample, key, exc, _since(start))
-    proposals, aggregation = out.get("proposals", []), out.get("aggregation")
-    by_model = usage_by_model(proposals, aggregation)
-    return {
-        **_record_base(row, sample, key),
-        "answer": out["messages"][-1].text,
-        "status": "ok",
-        "error": None,
-        "proposals": proposals,
-        "aggregation": aggregation,
-        "usage": total_usage(by_model.values()),
-        "usage_by_model": by_model,
-        "cost_usd": cost_of(by_model, prices),
-        "latency_s": _since(start),
-        "cached_calls": cached,
-    }
-
-
-def error_record(
-    row: Row, sample: int, key: str, error: BaseException, latency_s: float
-) -> dict[str, Any]:
-    """Return the record of a pair that failed with `error`."""
-    return {**_record_base(row, sample, key), **_error_fields(error), "latency_s": latency_s}
-
-
-def _record_base(row: Row, sample: int, key: str) -> dict[str, Any]:
-    base: dict[str, Any] = {"id": row.id, "row": row.index, "sample": sample, "key": key}
-    base.update({"prompt": row.prompt} if row.prompt is not None else {})
-    base.update({"messages": row.messages} if row.prompt is None else {})
-    base.update(row.columns)
-    return base
 
 
 class BatchRunner:
@@ -251,7 +187,7 @@ class BatchRunner:
         """Return the key of one (row, sample): a hash of its input, the settings, the sample."""
         return _digest([row.messages, self.settings_hash, sample])[:32]
 
-    async def run(self, rows: Iterable[Row] | AsyncIterable[Row]) -> AsyncIterator[dict[str, Any]]:
+    async def run(self, rows: Iterable[Row] | AsyncIterable[Row]) -> AsyncIterator[BatchRecord]:
         """Yield one record per (row, sample) run, in completion order; skip finished ones.
 
         Records are written to the output as they are yielded. The batch stops early when
@@ -259,7 +195,7 @@ class BatchRunner:
         in flight.
         """
         jobs: asyncio.Queue[tuple[Row, int, str] | None] = asyncio.Queue(self.concurrency * 2)
-        finished: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        finished: asyncio.Queue[BatchRecord | None] = asyncio.Queue()
 
         async def produce() -> None:
             try:
@@ -305,7 +241,7 @@ class BatchRunner:
             if self._owns_executor:
                 self.executor.close()
 
-    def _count(self, record: dict[str, Any]) -> None:
+    def _count(self, record: BatchRecord) -> None:
         if record["status"] == "ok":
             self.stats.ok += 1
         else:
@@ -325,7 +261,7 @@ class BatchRunner:
 
 async def abatch_generate(
     rows: Iterable[Any] | AsyncIterable[Any], **settings: Any
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[BatchRecord]:
     """Run MoA over `rows` and yield one record per (row, sample) as each finishes.
 
     Args:
@@ -350,13 +286,13 @@ async def abatch_generate(
         yield record
 
 
-def batch_generate(rows: Iterable[Any], **settings: Any) -> list[dict[str, Any]]:
+def batch_generate(rows: Iterable[Any], **settings: Any) -> list[BatchRecord]:
     """Run `abatch_generate` to the end and return every record, sorted by row and sample.
 
     For scripts and notebooks without an event loop; inside one, use `abatch_generate`.
     """
 
-    async def collect() -> list[dict[str, Any]]:
+    async def collect() -> list[BatchRecord]:
         return [record async for record in abatch_generate(rows, **settings)]
 
     records = run_sync(collect())
@@ -373,32 +309,6 @@ def settings_of(context: MoAContext) -> dict[str, Any]:
     for name in ("rpm", "tpm", "retries", "proposer_timeout_s", "max_calls"):
         del values[name]
     return values
-
-
-def _error_fields(error: BaseException) -> dict[str, Any]:
-    layer = model = None
-    proposals: list[Any] = []
-    if isinstance(error, ProposerQuorumError):
-        layer, proposals = error.layer, error.records
-        model = ", ".join(sorted({m for m, _ in error.failures})) or None
-    elif isinstance(error, AggregatorError):
-        model, proposals = error.model, error.records
-    message = str(error).split("\nDuring task with name")[0]
-    return {
-        "answer": None,
-        "status": "error",
-        "error": {
-            "type": type(error).__name__,
-            "message": message,
-            "layer": layer,
-            "model": model,
-        },
-        "proposals": proposals,
-        "aggregation": None,
-        "usage": None,
-        "usage_by_model": {},
-        "cost_usd": None,
-    }
 
 
 async def _rows(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Row]:
@@ -419,7 +329,3 @@ async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any
 
 def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _since(start: float) -> float:
-    return round(time.perf_counter() - start, 3)

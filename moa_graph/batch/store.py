@@ -11,8 +11,9 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from moa_graph.batch.records import BatchRecord
 from moa_graph.errors import MoAConfigError
 from moa_graph.journal import Journal
 
@@ -35,9 +36,9 @@ class RecordStore:
         """LangGraph's node cache of the proposer calls that answered, for rows cut short."""
         self._journal = Journal(self.journal)
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[BatchRecord]:
         """Yield the records already in the journal, cutting off a torn last line."""
-        return self._journal.records()
+        return cast(Iterator[BatchRecord], self._journal.records())
 
     def check_settings(self, settings_hash: str) -> None:
         """Refuse to add to an output made with other settings.
@@ -60,15 +61,15 @@ class RecordStore:
         if keys:
             self._journal.keep(lambda record: record.get("key") not in keys)
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: BatchRecord) -> None:
         """Write one record and flush it to the OS."""
-        self._journal.append(record)
+        self._journal.append(dict(record))
 
     def close(self) -> None:
         """Close the journal; for a Parquet output, write the Parquet file from it."""
         self._journal.close()
         if self.journal != self.output and self.journal.exists():
-            _write_parquet(self.output, list(self.records()))
+            _write_parquet(self.output, list(self._journal.records()))
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Write the manifest beside the output (replaced whole, never torn)."""

@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     silent = [s.name for s in report.systems if s.failures == report.items]
     for name in silent:
         first = next(r for r in report.records if r["system"] == name)
-        error = (first["turns"][-1]["error"] or {}).get("message") if first["turns"] else None
+        failure = first["turns"][-1]["error"] if first["turns"] else None
+        error = failure["message"] if failure else None
         print(f"moa-graph: {name} answered no item; the first error: {error}", file=sys.stderr)
     if silent:
         return 1

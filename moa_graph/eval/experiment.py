@@ -16,6 +16,7 @@ import uuid
 import warnings
 from typing import Any
 
+from moa_graph.eval.records import ItemRecord
 from moa_graph.eval.report import EvalReport, item_quality
 
 _NAMESPACE = uuid.UUID("6f1d7c52-3c1b-4d7e-9a55-8a0a4b2f6a10")
@@ -58,7 +59,7 @@ async def log_experiments(report: EvalReport) -> dict[str, list[dict[str, Any]]]
             Example(id=uuid.uuid5(_NAMESPACE, item), inputs=v["inputs"], outputs=v["outputs"])
             for item, v in items.items()
         ]
-    by_system: dict[str, dict[str, dict[str, Any]]] = {}
+    by_system: dict[str, dict[str, ItemRecord]] = {}
     for record in report.records:
         by_system.setdefault(record["system"], {})[record["item"]] = record
     logged: dict[str, list[dict[str, Any]]] = {}

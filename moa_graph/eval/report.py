@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from moa_graph.eval.markdown import render
+from moa_graph.eval.records import ItemRecord
 from moa_graph.eval.stats import (
     Verdict,
     bootstrap_mean,
@@ -166,7 +168,7 @@ class EvalReport:
     judge_mode: str | None = None
     judge_usage: Usage | None = None
     notes: list[str] = field(default_factory=list)
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[ItemRecord] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     repeated: int = 0
 
@@ -194,57 +196,8 @@ class EvalReport:
         }  # fmt: skip
 
     def to_markdown(self) -> str:
-        """Return the summary as Markdown: systems table, comparisons table, verdict lines."""
-        judge = f", judge {self.judge} ({self.judge_mode})" if self.judge else ""
-        lines = [
-            f"## moa-graph eval: {self.suite}, {self.items} distinct items",
-            "",
-            f"{self.description}; metric: {self.metric}; baseline: {self.baseline}{judge}.",
-            "",
-            f"| system | {self.metric} | 95% CI | failed | calls / item | tokens / item "
-            "| cost / item | p50 s | p95 s |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for s in self.systems:
-            quality = _quality(s, s.name == self.baseline)
-            lines.append(
-                f"| {s.name} | {quality} | {_interval(s.low, s.high)} | {s.failures} "
-                f"| {s.calls_per_item:.1f} | {s.tokens_per_item:.0f} | {_cost(s.cost_per_item)} "
-                f"| {s.latency_p50_s:.2f} | {s.latency_p95_s:.2f} |"
-            )
-        if self.comparisons and self.metric == "win rate":
-            lines += [
-                "",
-                "| system vs baseline | win rate | 95% CI | length-adjusted | position "
-                "consistency | first-position rate | verdict |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            for c in self.comparisons:
-                lines.append(
-                    f"| {c.system} vs {c.baseline} | {c.estimate:.3f} | "
-                    f"{_interval(c.low, c.high)} | {_number(c.length_adjusted)} | "
-                    f"{_number(c.consistency)} | {_number(c.first_position_rate)} | {c.verdict} |"
-                )
-        elif self.comparisons:
-            lines += [
-                "",
-                "| system vs baseline | difference | 95% CI | McNemar p | verdict |",
-                "|---|---|---|---|---|",
-            ]
-            for c in self.comparisons:
-                lines.append(
-                    f"| {c.system} vs {c.baseline} | {c.estimate:+.3f} | "
-                    f"{_interval(c.low, c.high, signed=True)} | {_number(c.p_value)} "
-                    f"| {c.verdict} |"
-                )
-        lines.append("")
-        lines += [f"- {c.sentence()}" for c in self.comparisons]
-        if self.judge_usage:
-            tokens = self.judge_usage["input_tokens"] + self.judge_usage["output_tokens"]
-            calls = sum(len(r.get("judgments", [])) for r in self.records)
-            lines.append(f"- Judge: {calls} calls, {tokens} tokens (not in the systems' figures).")
-        lines += [f"- Note: {note}" for note in self.notes]
-        return "\n".join(lines) + "\n"
+        """Return the summary as Markdown (`moa_graph.eval.markdown.render`): what is printed."""
+        return render(self)
 
 
 def build_report(
@@ -254,7 +207,7 @@ def build_report(
     items: int,
     metric: Metric,
     systems: Sequence[tuple[str, str, bool]],
-    records: list[dict[str, Any]],
+    records: list[ItemRecord],
     baseline: str,
     best_single: bool,
     seed: int = 0,
@@ -346,7 +299,7 @@ def build_report(
     )  # fmt: skip
 
 
-def item_quality(record: dict[str, Any], metric: Metric) -> float | None:
+def item_quality(record: ItemRecord, metric: Metric) -> float | None:
     """Return one item's quality for `metric`: 1/0 correct, its rating, or its preference."""
     if metric == "accuracy":
         return float(bool(record["correct"]))
@@ -358,7 +311,7 @@ def _system_result(
     name: str,
     description: str,
     metric: Metric,
-    rows: list[dict[str, Any]],
+    rows: list[ItemRecord],
     is_baseline: bool,
     seed: int,
 ) -> SystemResult:
@@ -377,27 +330,31 @@ def _system_result(
         n=len(values), correct=correct, failures=sum(not r["ok"] for r in rows),
         calls_per_item=_mean([r["calls"] for r in rows]),
         tokens_per_item=_mean([r["tokens"] for r in rows]),
-        cost_per_item=None if None in costs or not costs else _mean(costs),
+        cost_per_item=None if not costs or None in costs else _mean([c or 0.0 for c in costs]),
         latency_p50_s=percentile(latencies, 0.5) if latencies else 0.0,
         latency_p95_s=percentile(latencies, 0.95) if latencies else 0.0,
     )  # fmt: skip
 
 
 def _compare(
-    name: str, baseline: str, metric: Metric, by_system: dict[str, list[dict[str, Any]]], seed: int
+    name: str, baseline: str, metric: Metric, by_system: dict[str, list[ItemRecord]], seed: int
 ) -> Comparison:
     base = {r["item"]: r for r in by_system[baseline]}
     pairs = [(r, base[r["item"]]) for r in by_system[name] if r["item"] in base]
     if metric == "win rate":
         return _compare_pairwise(name, baseline, pairs, seed)
     if metric == "accuracy":
-        diffs = [float(r["correct"]) - float(b["correct"]) for r, b in pairs]
+        diffs = [float(bool(r["correct"])) - float(bool(b["correct"])) for r, b in pairs]
         p_value = mcnemar_exact(
             sum(bool(b["correct"] and not r["correct"]) for r, b in pairs),
             sum(bool(r["correct"] and not b["correct"]) for r, b in pairs),
         )
     else:
-        diffs = [r["score"] - b["score"] for r, b in pairs if None not in (r["score"], b["score"])]
+        diffs = [
+            r["score"] - b["score"]
+            for r, b in pairs
+            if r["score"] is not None and b["score"] is not None
+        ]
         p_value = None
     if not diffs:
         return Comparison(name, baseline, metric, 0, 0.0, 0.0, 0.0, "not distinguishable")
@@ -413,7 +370,7 @@ def _compare(
 def _compare_pairwise(
     name: str,
     baseline: str,
-    pairs: list[tuple[dict[str, Any], dict[str, Any]]],
+    pairs: list[tuple[ItemRecord, ItemRecord]],
     seed: int,
 ) -> Comparison:
     rows = [r for r, _ in pairs]
@@ -424,7 +381,7 @@ def _compare_pairwise(
             name, baseline, "win rate", 0, 0.5, 0.0, 1.0, "not distinguishable",
             judge_errors=errors,
         )  # fmt: skip
-    preferences = [r["preference"] for r, _ in judged]
+    preferences = [r["preference"] or 0.0 for r, _ in judged]  # None was filtered out above
     raw = sum(preferences) / len(preferences)
     low, high = bootstrap_mean(preferences, seed=seed)
     adjusted = length_adjusted_win_rate(
@@ -451,25 +408,3 @@ def _compare_pairwise(
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
-
-
-def _quality(s: SystemResult, is_baseline: bool) -> str:
-    if s.quality is None:
-        return "baseline" if s.metric == "win rate" and is_baseline else "-"
-    if s.correct is not None:
-        return f"{s.quality:.3f} ({s.correct}/{s.n})"
-    return f"{s.quality:.3f}" if s.metric == "win rate" else f"{s.quality:.2f}"
-
-
-def _interval(low: float | None, high: float | None, *, signed: bool = False) -> str:
-    if low is None or high is None:
-        return "-"
-    return f"{low:+.3f} to {high:+.3f}" if signed else f"{low:.3f} to {high:.3f}"
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _cost(value: float | None) -> str:
-    return "-" if value is None else f"${value:.5f}"

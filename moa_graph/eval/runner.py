@@ -8,34 +8,27 @@ first answer, then the second question, which is what the system's thread holds 
 turn. Judgments are cached in ``out/judgments.jsonl``.
 """
 
-import asyncio
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from moa_graph.batch.progress import Progress
+from moa_graph.batch.records import BatchRecord
 from moa_graph.batch.rows import Row
 from moa_graph.batch.runner import BatchRunner, settings_of
 from moa_graph.batch.store import RecordStore
 from moa_graph.errors import MoAConfigError
-from moa_graph.eval.judge import (
-    Judge,
-    Judgment,
-    combine_orders,
-    consistent,
-    pairwise_prompt,
-    single_prompt,
-)
+from moa_graph.eval.judge import Judge
+from moa_graph.eval.judging import JudgeMode, judge_all
+from moa_graph.eval.records import item_record
 from moa_graph.eval.report import EvalReport, Metric, build_report
 from moa_graph.eval.suites import Item, Suite, distinct, load_suite
 from moa_graph.eval.systems import System, file_slug, parse_systems
 from moa_graph.models import ModelSource
 from moa_graph.sync import run_sync
-from moa_graph.usage import Prices, sum_costs, total_usage
+from moa_graph.usage import Prices, total_usage
 from moa_graph.versions import versions
-
-JudgeMode = Literal["pairwise", "single"]
 
 
 async def arun_eval(
@@ -119,18 +112,19 @@ async def arun_eval(
             system, loaded.items, folder, concurrency, prices, progress
         )
     records = [
-        _record(item, name, answers[name][item.id]) for item in loaded.items for name in names
+        item_record(item, name, answers[name][item.id]) for item in loaded.items for name in names
     ]
     metric: Metric = "accuracy"
     if loaded.checker is not None:
         items = {item.id: item for item in loaded.items}
         for record in records:
-            score = loaded.checker(items[record["item"]], record["answer"]) if record["ok"] else 0.0
-            record.update(score=score, correct=score >= 1.0)
+            answer = record["answer"] or ""
+            score = loaded.checker(items[record["item"]], answer) if record["ok"] else 0.0
+            record["score"], record["correct"] = score, score >= 1.0
     else:
         assert the_judge is not None
         metric = "win rate" if judge_mode == "pairwise" else "rating"
-        await _judge_all(the_judge, judge_mode, loaded, records, baseline, concurrency)
+        await judge_all(the_judge, judge_mode, loaded, records, baseline, concurrency)
     report = build_report(
         suite=loaded.name, description=loaded.description, items=len(loaded.items),
         repeated=loaded.repeated, metric=metric,
@@ -181,9 +175,9 @@ async def _answer(
     concurrency: int,
     prices: Prices | None,
     progress: bool,
-) -> dict[str, list[dict[str, Any]]]:
+) -> dict[str, list[BatchRecord]]:
     """Return each item's batch records, one per turn answered, for `system`."""
-    turns: dict[str, list[dict[str, Any]]] = {item.id: [] for item in items}
+    turns: dict[str, list[BatchRecord]] = {item.id: [] for item in items}
     conversations: dict[str, list[dict[str, str]]] = {item.id: [] for item in items}
     most = max(len(item.turns) for item in items)
     for turn in range(most):
@@ -194,7 +188,7 @@ async def _answer(
                 continue
             if earlier:
                 conversations[item.id].append(
-                    {"role": "assistant", "content": earlier[-1]["answer"]}
+                    {"role": "assistant", "content": earlier[-1]["answer"] or ""}
                 )
             conversations[item.id].append({"role": "user", "content": item.turns[turn]})
             rows.append(Row(index, item.id, list(conversations[item.id]), item.turns[turn]))
@@ -209,7 +203,7 @@ async def _answer(
             retry_failed=True,
         )  # fmt: skip
         label = f"{system.name} turn {turn + 1}" if most > 1 else system.name
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, BatchRecord] = {}
         with Progress(runner.stats, len(rows), enabled=progress, label=label) as shown:
             async for record in runner.run(rows):
                 found[record["key"]] = record
@@ -220,122 +214,3 @@ async def _answer(
             if (answered := found.get(runner.pair_key(row, 0))) is not None:
                 turns[row.id].append(answered)
     return turns
-
-
-def _record(item: Item, system: str, turns: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = len(turns) == len(item.turns) and all(t["status"] == "ok" for t in turns)
-    costs = [t.get("cost_usd") for t in turns]
-    usage = total_usage(t.get("usage") for t in turns)
-    return {
-        "item": item.id,
-        "system": system,
-        "category": item.category,
-        "ok": ok,
-        "answer": turns[-1]["answer"] if ok else None,
-        "turns": [
-            {
-                "prompt": t.get("prompt"),
-                "answer": t["answer"],
-                "status": t["status"],
-                "error": t["error"],
-                "latency_s": t["latency_s"],
-                "usage": t.get("usage"),
-                "calls": _calls(t),
-                "cost_usd": t.get("cost_usd"),
-            }
-            for t in turns
-        ],
-        "reference": item.reference,
-        "score": None,
-        "correct": None,
-        "preference": None,
-        "length": sum(len(t["answer"] or "") for t in turns),
-        "tokens": (usage["input_tokens"] + usage["output_tokens"]) if usage else 0,
-        "calls": sum(_calls(t) for t in turns),
-        # A turn answered partly from the node cache (a resumed or redone run) took less time
-        # than its calls did: it has no latency.
-        "latency_s": None
-        if any(t.get("cached_calls") for t in turns)
-        else round(sum(t["latency_s"] for t in turns), 3),
-        "cost_usd": sum_costs(costs),
-        "judgments": [],
-    }
-
-
-def _calls(record: dict[str, Any]) -> int:
-    aggregation = record.get("aggregation") or {}
-    return len(record.get("proposals") or []) + int(aggregation.get("calls", 0))
-
-
-async def _judge_all(
-    judge: Judge,
-    mode: JudgeMode,
-    suite: Suite,
-    records: list[dict[str, Any]],
-    baseline: str,
-    concurrency: int,
-) -> None:
-    """Fill each record's judged fields (``score`` or ``preference``) and ``judgments``."""
-    items = {item.id: item for item in suite.items}
-    slots = asyncio.Semaphore(concurrency)
-
-    async def ask(prompt: tuple[str, list[Any]]) -> Judgment:
-        async with slots:
-            return await judge.judge(*prompt)
-
-    if mode == "single":
-        await asyncio.gather(*(_rate(r, items[r["item"]], ask) for r in records))
-        return
-    base = {r["item"]: r for r in records if r["system"] == baseline}
-    others = [r for r in records if r["system"] != baseline]
-    await asyncio.gather(*(_pair(r, base[r["item"]], items[r["item"]], ask) for r in others))
-
-
-async def _rate(record: dict[str, Any], item: Item, ask: Any) -> None:
-    if not record["ok"]:
-        record["score"] = 1.0  # the scale's lowest: a failure counts against the system
-        return
-    answers = [t["answer"] for t in record["turns"]]
-    judgments = await asyncio.gather(
-        *(ask(single_prompt(item.turns, answers, turn, item.judge_references))
-          for turn in range(len(item.turns)))
-    )  # fmt: skip
-    record["judgments"] = [j.to_dict() for j in judgments]
-    ratings = [j.rating for j in judgments if j.rating is not None]
-    record["score"] = sum(ratings) / len(ratings) if ratings else None
-    record["judge_errors"] = sum(j.rating is None for j in judgments)
-
-
-async def _pair(record: dict[str, Any], base: dict[str, Any], item: Item, ask: Any) -> None:
-    if not record["ok"] or not base["ok"]:
-        # No judge call: a side that failed to answer loses; both failing is a tie.
-        record["preference"] = 0.5 if record["ok"] == base["ok"] else float(record["ok"])
-        return
-    mine = [t["answer"] for t in record["turns"]]
-    theirs = [t["answer"] for t in base["turns"]]
-    refs = item.judge_references
-    prompts = []
-    for turn in range(len(item.turns)):
-        prompts.append(pairwise_prompt(item.turns, mine, theirs, turn, refs))
-        prompts.append(pairwise_prompt(item.turns, theirs, mine, turn, refs))
-    judgments = await asyncio.gather(*(ask(p) for p in prompts))
-    record["judgments"] = [
-        {**j.to_dict(), "turn": i // 2 + 1, "system_is": "A" if i % 2 == 0 else "B"}
-        for i, j in enumerate(judgments)
-    ]
-    preferences = []
-    counts = {"pairs_judged": 0, "consistent": 0, "verdicts": 0, "first_position": 0}
-    for first, swapped in zip(judgments[::2], judgments[1::2], strict=True):
-        for j in (first, swapped):
-            if j.verdict in ("A", "B"):
-                counts["verdicts"] += 1
-                counts["first_position"] += j.verdict == "A"
-        preference = combine_orders(first.verdict, swapped.verdict)
-        if preference is None or first.verdict is None or swapped.verdict is None:
-            continue  # (the verdict checks narrow the types for `consistent`)
-        preferences.append(preference)
-        counts["pairs_judged"] += 1
-        counts["consistent"] += consistent(first.verdict, swapped.verdict)
-    record.update(counts)
-    record["judge_errors"] = sum(j.verdict is None for j in judgments)
-    record["preference"] = sum(preferences) / len(preferences) if preferences else None
