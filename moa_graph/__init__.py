@@ -7,7 +7,7 @@ from moa_graph.errors import (
     MoAConfigError,
     ProposerQuorumError,
 )
-from moa_graph.graph import build_moa_graph
+from moa_graph.graph import build_moa_graph, proposer_cache_policy
 from moa_graph.presets import PRESETS
 from moa_graph.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
 from moa_graph.spec import ModelSpec
@@ -25,4 +25,5 @@ __all__ = [
     "Proposal",
     "ProposerQuorumError",
     "build_moa_graph",
+    "proposer_cache_policy",
 ]

@@ -9,6 +9,7 @@ from tests.bedrock_converse_endpoint import (
     SECRET_ACCESS_KEY,
     ConverseEndpoint,
 )
+from tests.serve_process import Listener, Upstream
 
 OPENAI_KEY = "sk-moa-graph-test-0123456789abcdef-do-not-leak"
 """A key-like value: tests check it never reaches a trace, the state or a checkpoint."""
@@ -39,3 +40,19 @@ def hosted_env(
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", converse_endpoint.url)
     return converse_endpoint
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    """A scripted OpenAI-compatible upstream for the served models (one per test module)."""
+    scripted = Upstream()
+    yield scripted
+    scripted.server.stop()
+
+
+@pytest.fixture(scope="module")
+def attacker() -> Iterator[Listener]:
+    """A listener standing in for an attacker's server: it must receive nothing."""
+    listener = Listener()
+    yield listener
+    listener.close()

@@ -23,13 +23,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[Upstream]:
-    scripted = Upstream()
-    yield scripted
-    scripted.server.stop()
-
-
-@pytest.fixture(scope="module")
 def url(upstream: Upstream) -> Iterator[str]:
     yield from start_server(upstream)
 

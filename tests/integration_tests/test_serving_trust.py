@@ -14,25 +14,11 @@ import httpx
 import openai
 import pytest
 
-from tests.serve_process import ANSWER, KEY, UPSTREAM_KEY, Listener, Upstream, start_server
+from tests.serve_process import ANSWER, KEY, UPSTREAM_KEY, Upstream, start_server
 
 pytestmark = pytest.mark.integration
 
 USER = [{"role": "user", "content": "Name a colour."}]
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[Upstream]:
-    scripted = Upstream()
-    yield scripted
-    scripted.server.stop()
-
-
-@pytest.fixture(scope="module")
-def attacker() -> Iterator[Listener]:
-    listener = Listener()
-    yield listener
-    listener.close()
 
 
 @pytest.fixture(scope="module")

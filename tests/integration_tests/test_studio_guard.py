@@ -21,20 +21,6 @@ QUESTION = {"messages": [{"role": "user", "content": "Name a colour."}]}
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[Upstream]:
-    scripted = Upstream()
-    yield scripted
-    scripted.server.stop()
-
-
-@pytest.fixture(scope="module")
-def attacker() -> Iterator[Listener]:
-    listener = Listener()
-    yield listener
-    listener.close()
-
-
-@pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[DevServer]:
     yield from run_dev_server(
         tmp_path_factory.mktemp("langgraph-dev-guarded"),
