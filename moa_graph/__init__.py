@@ -1,5 +1,6 @@
 """moa-graph: Mixture-of-Agents (arXiv 2406.04692) as a LangGraph graph."""
 
+from moa_graph.chat_model import ChatMoA
 from moa_graph.context import MoAContext
 from moa_graph.errors import (
     AggregatorError,
@@ -18,6 +19,7 @@ __all__ = [
     "PRESETS",
     "Aggregation",
     "AggregatorError",
+    "ChatMoA",
     "LocalModelError",
     "MoAConfigError",
     "MoAContext",

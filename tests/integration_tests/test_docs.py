@@ -38,8 +38,10 @@ CHECKED = {
     "records = batch_generate(": "test_batch_example",
     "report = run_eval(": "test_eval_example",
     'print(proposal["model"], proposal["status"]': "test_quickstart",
+    'reply = chain.invoke({"a": 17': "test_chat_model_example",
 }
 """Blocks whose output a test below checks, by a line of their code."""
+MARKER = {test: marker for marker, test in CHECKED.items()}
 
 
 def run_block(marker: str, tmp_path: Path) -> list[str]:
@@ -82,7 +84,7 @@ def test_other_python_blocks_run(code: str, tmp_path: Path) -> None:
 
 
 def test_quickstart(tmp_path: Path) -> None:
-    lines = run_block(list(CHECKED)[-1], tmp_path)
+    lines = run_block('print(proposal["model"], proposal["status"]', tmp_path)
     assert sum(line.startswith("local:smollm2 ok ") for line in lines) == 3
     assert "".join(lines[:-3]).strip()  # the answer
 
@@ -100,7 +102,7 @@ def test_function_node_example(tmp_path: Path) -> None:
 
 
 def test_sync_example(tmp_path: Path) -> None:
-    lines = run_block(list(CHECKED)[2], tmp_path)
+    lines = run_block(MARKER["test_sync_example"], tmp_path)
     mode, statuses = lines[-1].split(" ", 1)
     assert mode in ("vote", "synthesize")  # vote, or its documented fallback
     assert statuses == "['ok', 'ok', 'ok']"
@@ -121,3 +123,10 @@ def test_eval_example(tmp_path: Path) -> None:
     for _, correct, n, tokens in rows:
         assert 0 <= int(correct) <= 4 and n == "4" and int(tokens) > 0
     assert lines[2].startswith("vote vs single:local:smollm2: ")
+
+
+def test_chat_model_example(tmp_path: Path) -> None:
+    lines = run_block('reply = chain.invoke({"a": 17', tmp_path)
+    total, answered, degraded = lines[-1].split()
+    assert int(total) > 0 and answered == "3" and degraded == "False"
+    assert "".join(lines[:-1]).strip()  # the answer

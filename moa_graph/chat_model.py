@@ -1,0 +1,239 @@
+"""MoA as a LangChain chat model: `ChatMoA` runs the MoA graph wherever "a chat model" goes.
+
+`ChatMoA` is a `BaseChatModel` over a compiled `build_moa_graph` graph: ``invoke``,
+``ainvoke``, ``stream``, ``astream``, ``batch`` and LCEL chains run the whole MoA and return
+one `AIMessage`. It does not re-implement the algorithm. The message's ``usage_metadata`` is
+the sum of every call of the run (what you pay for), and its ``response_metadata`` carries the
+aggregation record and a compact summary of each proposal, so a panel that shrank is visible.
+"""
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, cast
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from pydantic import ConfigDict, PrivateAttr
+
+from moa_graph.context import MoAContext
+from moa_graph.graph import build_moa_graph
+from moa_graph.state import Proposal
+from moa_graph.usage import run_usage
+
+
+class ChatMoA(BaseChatModel):
+    """Mixture-of-Agents as a LangChain chat model (Wang et al., arXiv 2406.04692).
+
+    Each call runs the MoA graph on the messages: the proposers answer, the aggregator writes the
+    reply. Use it wherever a chat model goes: ``invoke``/``ainvoke``/``stream``/``astream``/
+    ``batch``, LCEL chains, or as a node's model. Streaming yields the aggregator's tokens, then
+    one empty chunk with the usage and the records.
+
+    Example::
+
+        moa = ChatMoA(context=MoAContext.preset("vote", max_tokens=64))
+        print(moa.invoke("What is 17 + 25?").content)
+
+    Attributes:
+        context: The run's settings (models as specs, rounds, mode, ...); None uses
+            ``MoAContext()``, i.e. the ``MOA_*`` variables and the defaults.
+        proposers: Chat model instances to use instead of the context's proposer specs: one list
+            (every layer) or one list per layer, as for `moa_graph.build_moa_graph`.
+        aggregator: A chat model instance to use instead of the context's aggregator spec.
+        model_name: The name in ``response_metadata`` and traces (default ``"moa"``).
+
+    The reply's ``usage_metadata`` sums the tokens every call reported (proposers and
+    aggregator). Its ``response_metadata`` holds ``model_name``, ``aggregation`` (the
+    `moa_graph.state.Aggregation` record), ``proposals`` (model, status, tokens and latency in
+    seconds of each proposer call), ``proposals_asked`` and ``proposals_answered`` (of the last
+    layer), and ``degraded``: True when fewer proposals than asked went into the answer.
+
+    Raises:
+        MoAConfigError: Bad settings, before any model is called (when the run starts).
+        ProposerQuorumError, AggregatorError: The run failed; ``records`` keeps the proposals.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    context: MoAContext | None = None
+    proposers: Sequence[BaseChatModel] | Sequence[Sequence[BaseChatModel]] | None = None
+    aggregator: BaseChatModel | None = None
+    model_name: str = "moa"
+    _graph: CompiledStateGraph[Any, Any, Any, Any] = PrivateAttr()
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Build the graph once: every call of this model runs it."""
+        self._graph = build_moa_graph(proposers=self.proposers, aggregator=self.aggregator).compile(
+            name=self.model_name
+        )
+
+    @property
+    def _llm_type(self) -> str:
+        return "moa"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name}
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        config = _child_config(run_manager)
+        out = self._graph.invoke({"messages": messages}, config, context=self._settings())
+        return _result(out, self.model_name)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        config = _child_config(run_manager)
+        out = await self._graph.ainvoke({"messages": messages}, config, context=self._settings())
+        return _result(out, self.model_name)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        final: dict[str, Any] = {}
+        for mode, part in self._graph.stream(
+            {"messages": messages}, _child_config(run_manager), context=self._settings(),
+            stream_mode=["messages", "values"],
+        ):  # fmt: skip
+            if mode == "values":
+                final = cast(dict[str, Any], part)
+            elif (chunk := _token(cast(tuple[BaseMessage, dict[str, Any]], part))) is not None:
+                if run_manager:
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+        yield _last_chunk(final, self.model_name)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        final: dict[str, Any] = {}
+        async for mode, part in self._graph.astream(
+            {"messages": messages}, _child_config(run_manager), context=self._settings(),
+            stream_mode=["messages", "values"],
+        ):  # fmt: skip
+            if mode == "values":
+                final = cast(dict[str, Any], part)
+            elif (chunk := _token(cast(tuple[BaseMessage, dict[str, Any]], part))) is not None:
+                if run_manager:
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
+        yield _last_chunk(final, self.model_name)
+
+    def _settings(self) -> MoAContext:
+        return self.context if self.context is not None else MoAContext()
+
+
+def _child_config(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+) -> RunnableConfig:
+    """The graph runs as a child of this model's run, so traces nest under it.
+
+    A model's run manager has no ``get_child``; this builds the same child manager a chain's
+    would (langchain-core ``ParentRunManager.get_child``).
+    """
+    if run_manager is None:
+        return RunnableConfig()
+    manager: CallbackManager | AsyncCallbackManager = (
+        AsyncCallbackManager(handlers=[], parent_run_id=run_manager.run_id)
+        if isinstance(run_manager, AsyncCallbackManagerForLLMRun)
+        else CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
+    )
+    manager.set_handlers(run_manager.inheritable_handlers)
+    manager.add_tags(run_manager.inheritable_tags)
+    manager.add_metadata(run_manager.inheritable_metadata)
+    return RunnableConfig(callbacks=manager)
+
+
+def _token(part: tuple[BaseMessage, dict[str, Any]]) -> ChatGenerationChunk | None:
+    message, metadata = part
+    if metadata.get("langgraph_node") != "aggregator" or not message.text:
+        return None
+    return ChatGenerationChunk(message=AIMessageChunk(content=message.text))
+
+
+def _result(out: dict[str, Any], model_name: str) -> ChatResult:
+    answer = out["messages"][-1]
+    message = AIMessage(
+        content=answer.content,
+        id=answer.id,
+        usage_metadata=_usage(out),
+        response_metadata=response_metadata(out, model_name),
+    )
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _last_chunk(out: dict[str, Any], model_name: str) -> ChatGenerationChunk:
+    chunk = AIMessageChunk(
+        content="",
+        usage_metadata=_usage(out),
+        response_metadata=response_metadata(out, model_name),
+        chunk_position="last",
+    )
+    return ChatGenerationChunk(message=chunk)
+
+
+def _usage(out: dict[str, Any]) -> Any:
+    usage = run_usage(out) or {"input_tokens": 0, "output_tokens": 0}
+    return {**usage, "total_tokens": usage["input_tokens"] + usage["output_tokens"]}
+
+
+def response_metadata(out: dict[str, Any], model_name: str) -> dict[str, Any]:
+    """Return what a `ChatMoA` reply says about its run: the aggregation and each proposal.
+
+    Args:
+        out: The graph's output state (``proposals``, ``aggregation``).
+        model_name: The model's name.
+
+    Returns:
+        ``model_name``, ``aggregation``, ``proposals`` (model, layer, status, tokens, latency),
+        ``proposals_asked`` and ``proposals_answered`` of the last layer, and ``degraded``.
+    """
+    proposals: list[Proposal] = out.get("proposals", [])
+    last = max((p["layer"] for p in proposals), default=0)
+    in_last = [p for p in proposals if p["layer"] == last]
+    answered = sum(p["status"] == "ok" for p in in_last)
+    return {
+        "model_name": model_name,
+        "aggregation": out.get("aggregation"),
+        "proposals": [
+            {
+                "model": p["model"],
+                "layer": p["layer"],
+                "status": p["status"],
+                "tokens": None
+                if p["usage"] is None
+                else p["usage"]["input_tokens"] + p["usage"]["output_tokens"],
+                "latency_s": p["latency_s"],
+            }
+            for p in proposals
+        ],
+        "proposals_asked": len(in_last),
+        "proposals_answered": answered,
+        "degraded": answered < len(in_last),
+    }
