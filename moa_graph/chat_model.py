@@ -7,7 +7,9 @@ the sum of every call of the run (what you pay for), and its ``response_metadata
 aggregation record and a compact summary of each proposal, so a panel that shrank is visible.
 """
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, cast
 
 from langchain_core.callbacks import (
@@ -16,10 +18,13 @@ from langchain_core.callbacks import (
     CallbackManager,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import ConfigDict, PrivateAttr
 
@@ -91,7 +96,7 @@ class ChatMoA(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         config = _child_config(run_manager)
-        out = self._graph.invoke({"messages": messages}, config, context=self._settings())
+        out = self._graph.invoke({"messages": messages}, config, context=self._settings(**kwargs))
         return _result(out, self.model_name)
 
     async def _agenerate(
@@ -102,7 +107,9 @@ class ChatMoA(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         config = _child_config(run_manager)
-        out = await self._graph.ainvoke({"messages": messages}, config, context=self._settings())
+        out = await self._graph.ainvoke(
+            {"messages": messages}, config, context=self._settings(**kwargs)
+        )
         return _result(out, self.model_name)
 
     def _stream(
@@ -114,7 +121,7 @@ class ChatMoA(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         final: dict[str, Any] = {}
         for mode, part in self._graph.stream(
-            {"messages": messages}, _child_config(run_manager), context=self._settings(),
+            {"messages": messages}, _child_config(run_manager), context=self._settings(**kwargs),
             stream_mode=["messages", "values"],
         ):  # fmt: skip
             if mode == "values":
@@ -134,7 +141,7 @@ class ChatMoA(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         final: dict[str, Any] = {}
         async for mode, part in self._graph.astream(
-            {"messages": messages}, _child_config(run_manager), context=self._settings(),
+            {"messages": messages}, _child_config(run_manager), context=self._settings(**kwargs),
             stream_mode=["messages", "values"],
         ):  # fmt: skip
             if mode == "values":
@@ -145,8 +152,42 @@ class ChatMoA(BaseChatModel):
                 yield chunk
         yield _last_chunk(final, self.model_name)
 
-    def _settings(self) -> MoAContext:
-        return self.context if self.context is not None else MoAContext()
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Give the aggregator `tools`: its tool calls become the reply.
+
+        The proposers answer in text, without the tools, and see earlier tool calls and their
+        results as text (`moa_graph.tool_turns`); the aggregator gets the tools and the
+        references. This is how the 2026 "fusion" gateways route tools through a panel.
+
+        Args:
+            tools: LangChain tools, functions, Pydantic models or OpenAI tool dicts.
+            tool_choice: ``"auto"``, ``"none"``, ``"required"`` / ``"any"``, a tool's name, or
+                an OpenAI tool-choice dict; passed to the aggregator.
+            **kwargs: Bound too (e.g. ``ls_structured_output_format``), and ignored by the run.
+
+        Returns:
+            This model with the tools bound; `with_structured_output` uses it.
+        """
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    def _settings(self, **kwargs: Any) -> MoAContext:
+        """The run's settings, with the tools bound by `bind_tools` (if any)."""
+        settings = self.context if self.context is not None else MoAContext()
+        if kwargs.get("tools"):
+            choice = kwargs.get("tool_choice")
+            settings = dataclasses.replace(
+                settings,
+                tools=kwargs["tools"],
+                tool_choice="required" if choice == "any" else choice,
+            )
+        return settings
 
 
 def _child_config(
@@ -171,10 +212,22 @@ def _child_config(
 
 
 def _token(part: tuple[BaseMessage, dict[str, Any]]) -> ChatGenerationChunk | None:
+    """The aggregator's streamed text or tool-call fragment, as a chunk of the reply."""
     message, metadata = part
-    if metadata.get("langgraph_node") != "aggregator" or not message.text:
+    if metadata.get("langgraph_node") != "aggregator":
         return None
-    return ChatGenerationChunk(message=AIMessageChunk(content=message.text))
+    if isinstance(message, AIMessageChunk):
+        calls = message.tool_call_chunks
+    elif isinstance(message, AIMessage):  # a reply that was not streamed (e.g. a vote)
+        calls = [
+            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
+            for i, c in enumerate(message.tool_calls)
+        ]
+    else:
+        return None
+    if not message.text and not calls:
+        return None
+    return ChatGenerationChunk(message=AIMessageChunk(content=message.text, tool_call_chunks=calls))
 
 
 def _result(out: dict[str, Any], model_name: str) -> ChatResult:
@@ -182,6 +235,7 @@ def _result(out: dict[str, Any], model_name: str) -> ChatResult:
     message = AIMessage(
         content=answer.content,
         id=answer.id,
+        tool_calls=getattr(answer, "tool_calls", []),
         usage_metadata=_usage(out),
         response_metadata=response_metadata(out, model_name),
     )

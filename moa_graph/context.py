@@ -16,6 +16,7 @@ from moa_graph.validation import (
     check_pattern,
     check_rates,
     check_text,
+    check_tools,
 )
 
 AggregatorMode = Literal["synthesize", "select", "vote", "sequential"]
@@ -215,6 +216,24 @@ class MoAContext:
             "the provider honours seeds. The seed used is in each record."
         },
     )
+    tools: list[dict[str, Any]] | None = field(
+        default=None,
+        metadata={
+            "description": "Tools the aggregator may call, as OpenAI function tools ({'type': "
+            "'function', 'function': {'name', 'description', 'parameters'}}); its tool calls "
+            "are then the answer. The proposers answer in text and see earlier tool calls and "
+            "results as text. Applies where the aggregator writes the answer (synthesize, "
+            "sequential, and the fallbacks to synthesis). Empty: no tools."
+        },
+    )
+    tool_choice: str | dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "description": "With tools: 'auto', 'none', 'required' (or 'any'), a tool's name, "
+            "or {'type': 'function', 'function': {'name': ...}}; passed to the aggregator. "
+            "Empty: the provider's default."
+        },
+    )
     review: bool = field(
         default=False,
         metadata={
@@ -300,6 +319,7 @@ class MoAContext:
             check_rates(name, getattr(self, name))
         if self.first_k is not None:
             check_int("first_k", self.first_k, minimum=self.min_proposals)
+        check_tools(self.tools, self.tool_choice)
         # Limits that depend on the layer sizes are checked when a run starts
         # (`check_layer_sizes`): the graph may run model instances instead of these specs.
 

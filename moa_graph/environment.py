@@ -33,7 +33,7 @@ def _default_of(f: Field[Any]) -> Any:
 def _parse_env(f: Field[Any], env_name: str, raw: str) -> Any:
     """Convert an environment variable's text to the value of field `f`."""
     try:
-        if f.name in ("proposers", "layer_proposers", "aggregator") and raw[0] in "[{":
+        if f.name in ("proposers", "layer_proposers", "aggregator", "tools") and raw[0] in "[{":
             return json.loads(raw)
         if f.name == "proposers":
             return [s.strip() for s in raw.split(",") if s.strip()]

@@ -46,6 +46,7 @@ from moa_graph.references import inject_references, reference_order, with_system
 from moa_graph.review import parse_decision, review_request
 from moa_graph.state import Aggregation, MoAState, Proposal, Review
 from moa_graph.stragglers import LayerGate, layer_gate
+from moa_graph.tool_turns import render_tool_turns
 from moa_graph.trust import RequestPolicy
 from moa_graph.usage import total_usage, usage_of
 
@@ -121,7 +122,8 @@ class MoANodes:
         """Map the conversation (with the previous layer's references) to one Send per call."""
         ctx = _context()
         k = state["layer"]
-        messages: list[BaseMessage] = list(state["messages"])
+        # Proposers are given no tools: earlier tool calls and results reach them as text.
+        messages: list[BaseMessage] = render_tool_turns(state["messages"])
         if k > 1:
             refs = layer_references(state["proposals"], k - 1)
             order = reference_order(len(refs), shuffle=ctx.shuffle_references, rng=_rng(ctx, k))
@@ -296,7 +298,9 @@ class MoANodes:
         )
         candidates = aggregator_candidates(state["proposals"], state["layer"], state.get("review"))
         rng = _rng(ctx, ctx.rounds + 1)
-        steps = aggregate(settings, state["messages"], candidates, rng)
+        # The aggregator sees tool blocks only when it is given the tools.
+        messages = state["messages"] if ctx.tools else render_tool_turns(state["messages"])
+        steps = aggregate(settings, messages, candidates, rng)
         return ctx, functools.cache(lambda: self.models.aggregator(ctx)), steps
 
     def _aggregator_call(
@@ -309,7 +313,13 @@ class MoANodes:
         k = ctx.rounds + 1  # the paper counts the aggregator as the last layer
         seed = call_seed(ctx.seed, k, 0, request.step) if agg.seeded else None
         seeds.append(seed)
-        model = agg.model if seed is None else agg.model.bind(seed=seed)
+        model: Runnable[Any, Any] = agg.model
+        if ctx.tools and request.stream:  # the call that writes the answer may act
+            choice: dict[str, Any] = (
+                {} if ctx.tool_choice is None else {"tool_choice": ctx.tool_choice}
+            )
+            model = agg.model.bind_tools(ctx.tools, **choice)
+        model = model if seed is None else model.bind(seed=seed)
         step = f", step {request.step + 1}" if request.step else ""
         traced = model.with_config(
             run_name=f"{agg.label} (aggregator{step})",
@@ -326,7 +336,7 @@ class MoANodes:
         seeds: list[int | None],
     ) -> Update:
         label = self.models.aggregator_label(ctx)
-        if not outcome.answer.text.strip():
+        if not outcome.answer.text.strip() and not outcome.answer.tool_calls:
             raise AggregatorError(label, "returned an empty answer", state["proposals"])
         aggregation = Aggregation(
             mode=outcome.mode,

@@ -55,6 +55,8 @@ WHY_REFUSED = {
     "review": "a review pauses the run for a person, and a request has no thread",
     "answer_pattern": "a regular expression from a request could backtrack for hours in "
     "Python's re",
+    "tools": "tools are the request's own parameter, not a MoA setting",
+    "tool_choice": "tool_choice is the request's own parameter, not a MoA setting",
 }
 """Why a field is refused by default, for the error message."""
 

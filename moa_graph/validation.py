@@ -88,3 +88,28 @@ def check_pattern(pattern: str) -> None:
             f"answer_pattern={pattern!r} needs a group around the answer, e.g. "
             r"'answer is (\d+)'"
         )
+
+
+def check_tools(tools: object, tool_choice: object) -> None:
+    """Raise unless `tools` are OpenAI function tools and `tool_choice` fits them.
+
+    Raises:
+        MoAConfigError: A tool without ``{'type': 'function', 'function': {'name': ...}}``, or a
+            ``tool_choice`` without tools or of the wrong type.
+    """
+    if tools is None:
+        if tool_choice is not None:
+            raise MoAConfigError(f"tool_choice={tool_choice!r} needs tools: give tools too")
+        return
+    if not isinstance(tools, list):
+        raise MoAConfigError("tools must be a list of OpenAI function tools, or None")
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise MoAConfigError(
+                f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ..., "
+                "'parameters': {...}}}}: convert LangChain tools with "
+                "langchain_core.utils.function_calling.convert_to_openai_tool"
+            )
+    if tool_choice is not None and not isinstance(tool_choice, str | dict):
+        raise MoAConfigError(f"tool_choice={tool_choice!r}: give text or an object")

@@ -25,7 +25,15 @@ class Fault:
     hang_s: float = 0.0
 
 
-Script = Callable[[dict[str, Any]], "str | Fault"]
+@dataclass(frozen=True)
+class ToolCall:
+    """What the script returns to answer with a tool call instead of text."""
+
+    name: str
+    arguments: dict[str, Any]
+
+
+Script = Callable[[dict[str, Any]], "str | Fault | ToolCall"]
 
 
 class _Server(ThreadingHTTPServer):
@@ -97,7 +105,13 @@ class ScriptedOpenAIServer:
                 with contextlib.suppress(OSError):  # the client may have given up
                     self.wfile.write(payload.encode())
 
-            def _json(self, body: dict[str, Any], text: str) -> None:
+            def _json(self, body: dict[str, Any], text: "str | ToolCall") -> None:
+                message: dict[str, Any] = {"role": "assistant", "content": text}
+                if isinstance(text, ToolCall):
+                    message = {"role": "assistant", "content": None, "tool_calls": [{
+                        "id": "call_scripted", "type": "function",
+                        "function": {"name": text.name, "arguments": json.dumps(text.arguments)},
+                    }]}  # fmt: skip
                 payload = json.dumps(
                     {
                         "id": "chatcmpl-scripted",
@@ -107,8 +121,10 @@ class ScriptedOpenAIServer:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop",
+                                "message": message,
+                                "finish_reason": "tool_calls"
+                                if isinstance(text, ToolCall)
+                                else "stop",
                             }
                         ],
                         "usage": {
@@ -125,13 +141,27 @@ class ScriptedOpenAIServer:
                 with contextlib.suppress(OSError):  # the client may have gone
                     self.wfile.write(payload)
 
-            def _stream(self, body: dict[str, Any], text: str) -> None:
+            def _stream(self, body: dict[str, Any], text: "str | ToolCall") -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
-                words = text.split(" ")
-                for i, word in enumerate(words):
-                    delta = {"content": word + (" " if i < len(words) - 1 else "")}
+                deltas: list[dict[str, Any]]
+                if isinstance(text, ToolCall):
+                    arguments = json.dumps(text.arguments)
+                    half = len(arguments) // 2  # the arguments arrive in two fragments
+                    deltas = [
+                        {"tool_calls": [{"index": 0, "id": "call_scripted", "type": "function",
+                                         "function": {"name": text.name,
+                                                      "arguments": arguments[:half]}}]},
+                        {"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]},
+                    ]  # fmt: skip
+                else:
+                    words = text.split(" ")
+                    deltas = [
+                        {"content": word + (" " if i < len(words) - 1 else "")}
+                        for i, word in enumerate(words)
+                    ]
+                for delta in deltas:
                     chunk = {
                         "id": "chatcmpl-scripted",
                         "object": "chat.completion.chunk",

@@ -6,9 +6,12 @@ The usage on the reply is checked against the tokens the server counted, call by
 from collections.abc import Iterator
 
 import pytest
+from langchain.agents import create_agent
+from langchain_core.tools import tool
+from pydantic import BaseModel
 
 from moa_graph import ChatMoA, MoAContext
-from tests.scripted_openai_server import Fault, ScriptedOpenAIServer
+from tests.scripted_openai_server import Fault, ScriptedOpenAIServer, ToolCall
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +56,72 @@ async def test_streams_the_aggregators_tokens_and_says_when_the_panel_shrank(ser
     meta = chunks[-1].response_metadata
     assert (meta["proposals_answered"], meta["proposals_asked"], meta["degraded"]) == (1, 2, True)
     assert server.requests[-1]["stream"] is True
+
+
+def tool_script(body: dict) -> "str | ToolCall":
+    """Proposers answer in text; the aggregator, given tools, calls the first one until it
+    sees a tool result, then answers."""
+    if body["model"] != "agg":
+        return f"proposal from {body['model']}"
+    if body.get("tools"):
+        if body["messages"][-1]["role"] == "tool":
+            return "The sum is 7."
+        return ToolCall(body["tools"][0]["function"]["name"], {"a": 3, "b": 4})
+    return "The final answer."
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two whole numbers."""
+    return a + b
+
+
+@pytest.fixture
+def tool_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedOpenAIServer]:
+    running = ScriptedOpenAIServer(tool_script).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
+    yield running
+    running.stop()
+
+
+def test_bound_tools_reach_the_aggregator_only(tool_server: ScriptedOpenAIServer) -> None:
+    reply = moa("openai:p", "openai:q").bind_tools([add], tool_choice="auto").invoke("3 + 4?")
+    assert reply.tool_calls == [
+        {"name": "add", "args": {"a": 3, "b": 4}, "id": "call_scripted", "type": "tool_call"}
+    ]
+    by_model = {body["model"]: body for body in tool_server.requests}
+    assert "tools" not in by_model["p"] and "tools" not in by_model["q"]
+    assert by_model["agg"]["tools"][0]["function"]["name"] == "add"
+    assert by_model["agg"]["tool_choice"] == "auto"
+    assert "proposal from p" in str(by_model["agg"]["messages"])  # with the references
+
+
+async def test_streamed_tool_calls_reassemble(tool_server: ScriptedOpenAIServer) -> None:
+    chunks = [c async for c in moa("openai:p").bind_tools([add]).astream("3 + 4?")]
+    whole = chunks[0]
+    for chunk in chunks[1:]:
+        whole += chunk
+    assert [(c["name"], c["args"]) for c in whole.tool_calls] == [("add", {"a": 3, "b": 4})]
+
+
+def test_an_agent_runs_its_tool_loop_and_the_proposers_see_the_tool_turns_as_text(
+    tool_server: ScriptedOpenAIServer,
+) -> None:
+    agent = create_agent(moa("openai:p"), tools=[add])
+    out = agent.invoke({"messages": [("user", "What is 3 + 4?")]})
+    assert [m.type for m in out["messages"]] == ["human", "ai", "tool", "ai"]
+    assert out["messages"][2].content == "7" and out["messages"][-1].content == "The sum is 7."
+    second_turn = [body for body in tool_server.requests if body["model"] == "p"][-1]
+    assert [m["role"] for m in second_turn["messages"]] == ["user", "assistant", "user"]
+    assert second_turn["messages"][1]["content"] == '[called tools: add({"a": 3, "b": 4})]'
+    assert second_turn["messages"][2]["content"] == "[result of tool add]: 7"
+
+
+def test_structured_output_through_the_aggregators_tool_call(tool_server) -> None:
+    class Sum(BaseModel):
+        a: int
+        b: int
+
+    assert moa("openai:p").with_structured_output(Sum).invoke("3 and 4") == Sum(a=3, b=4)
+    assert tool_server.requests[-1]["tool_choice"]  # forced by with_structured_output

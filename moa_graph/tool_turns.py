@@ -1,0 +1,45 @@
+"""Earlier tool calls and results, written as text for models that are given no tools.
+
+Proposers answer in text and are given no tools (the design of the fusion gateways: the panel
+advises, the aggregator acts). They still see the whole conversation, including the tool calls
+an earlier answer made and their results; some providers (Bedrock Converse) refuse tool blocks
+in a request that defines no tools, so those turns are rendered as plain messages.
+"""
+
+import json
+from collections.abc import Sequence
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+
+
+def has_tool_turns(messages: Sequence[BaseMessage]) -> bool:
+    """Return True when `messages` hold a tool call or a tool result."""
+    return any(
+        isinstance(m, ToolMessage) or (isinstance(m, AIMessage) and m.tool_calls) for m in messages
+    )
+
+
+def render_tool_turns(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """Return `messages` with tool calls and tool results written as plain text.
+
+    An assistant message with tool calls keeps its text and gains a line
+    ``[called tools: name({"arg": ...})]``; a tool result becomes a user message
+    ``[result of tool name]: ...``. Other messages are unchanged.
+    """
+    if not has_tool_turns(messages):
+        return list(messages)
+    rendered: list[BaseMessage] = []
+    for message in messages:
+        if isinstance(message, AIMessage) and message.tool_calls:
+            calls = "; ".join(
+                f"{call['name']}({json.dumps(call['args'], sort_keys=True)})"
+                for call in message.tool_calls
+            )
+            text = f"{message.text}\n" if message.text else ""
+            rendered.append(AIMessage(f"{text}[called tools: {calls}]"))
+        elif isinstance(message, ToolMessage):
+            name = message.name or message.tool_call_id
+            rendered.append(HumanMessage(f"[result of tool {name}]: {message.text}"))
+        else:
+            rendered.append(message)
+    return rendered
