@@ -8,9 +8,11 @@ from collections.abc import Iterator
 import pytest
 from langchain.agents import create_agent
 from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
 from moa_graph import ChatMoA, MoAContext
+from moa_graph.agents import MoAMiddleware, moa_tool
 from tests.scripted_openai_server import Fault, ScriptedOpenAIServer, ToolCall
 
 pytestmark = pytest.mark.integration
@@ -125,3 +127,28 @@ def test_structured_output_through_the_aggregators_tool_call(tool_server) -> Non
 
     assert moa("openai:p").with_structured_output(Sum).invoke("3 and 4") == Sum(a=3, b=4)
     assert tool_server.requests[-1]["tool_choice"]  # forced by with_structured_output
+
+
+def test_the_middleware_makes_any_agent_a_moa_agent(tool_server: ScriptedOpenAIServer) -> None:
+    agent_model = ChatOpenAI(model="agg", max_retries=0)
+    panel = MoAContext(proposers=["openai:p", "openai:q"], retries=0)
+    agent = create_agent(agent_model, tools=[add], middleware=[MoAMiddleware(panel)])
+    out = agent.invoke({"messages": [("user", "What is 3 + 4?")]})
+    assert out["messages"][-1].content == "The sum is 7."
+    models = [body["model"] for body in tool_server.requests]
+    assert models.count("p") == 1 and models.count("q") == 1  # consulted once per turn
+    first_agent_call = next(b for b in tool_server.requests if b["model"] == "agg")
+    system = first_agent_call["messages"][0]
+    assert system["role"] == "system" and "1. proposal from p" in system["content"]
+    assert first_agent_call["tools"][0]["function"]["name"] == "add"
+
+
+async def test_moa_as_a_tool_returns_the_answer_and_keeps_the_records(tool_server) -> None:
+    consult = moa_tool(moa("openai:p", "openai:q"))
+    assert set(consult.args) == {"question", "context"}
+    call = {"name": consult.name, "args": {"question": "Is 7 prime?"}, "id": "1",
+            "type": "tool_call"}  # fmt: skip
+    message = await consult.ainvoke(call)
+    assert message.content == "The final answer."
+    assert [p["model"] for p in message.artifact["proposals"]] == ["openai:p", "openai:q"]
+    assert message.artifact["usage"]["total_tokens"] > 0
