@@ -218,3 +218,18 @@ def faulty(
         return f"The answer is {reply}."
 
     return script
+
+
+def tool_loop_script(body: dict[str, Any]) -> "str | ToolCall":
+    """A script for tool loops: proposers answer in text; the aggregator (``agg``), given
+    tools, calls the first one with a = 3 and b = 4 (and op "+" for ``calculate``) until it sees
+    a tool result, then answers "The sum is 7."; without tools it answers in text."""
+    if body["model"] != "agg":
+        return f"proposal from {body['model']}"
+    if body.get("tools"):
+        if body["messages"][-1]["role"] == "tool":
+            return "The sum is 7."
+        name = body["tools"][0]["function"]["name"]
+        arguments: dict[str, Any] = {"a": 3, "b": 4}
+        return ToolCall(name, {"op": "+", **arguments} if name == "calculate" else arguments)
+    return "The final answer."

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from moa_graph import ChatMoA, MoAContext
 from moa_graph.agents import MoAMiddleware, moa_tool
-from tests.scripted_openai_server import Fault, ScriptedOpenAIServer, ToolCall
+from tests.scripted_openai_server import Fault, ScriptedOpenAIServer, tool_loop_script
 
 pytestmark = pytest.mark.integration
 
@@ -60,18 +60,6 @@ async def test_streams_the_aggregators_tokens_and_says_when_the_panel_shrank(ser
     assert server.requests[-1]["stream"] is True
 
 
-def tool_script(body: dict) -> "str | ToolCall":
-    """Proposers answer in text; the aggregator, given tools, calls the first one until it
-    sees a tool result, then answers."""
-    if body["model"] != "agg":
-        return f"proposal from {body['model']}"
-    if body.get("tools"):
-        if body["messages"][-1]["role"] == "tool":
-            return "The sum is 7."
-        return ToolCall(body["tools"][0]["function"]["name"], {"a": 3, "b": 4})
-    return "The final answer."
-
-
 @tool
 def add(a: int, b: int) -> int:
     """Add two whole numbers."""
@@ -80,7 +68,7 @@ def add(a: int, b: int) -> int:
 
 @pytest.fixture
 def tool_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedOpenAIServer]:
-    running = ScriptedOpenAIServer(tool_script).start()
+    running = ScriptedOpenAIServer(tool_loop_script).start()
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     monkeypatch.setenv("OPENAI_BASE_URL", running.url)
     yield running
