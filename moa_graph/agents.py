@@ -5,6 +5,7 @@
   answers are added to the request's system message as references, with the paper's
   Aggregate-and-Synthesize prompt: the agent's own model, with its tools, is the aggregator.
   Any agent becomes a MoA agent without changing its model.
+- `ForceToolOnFirstCall`: a small middleware for models that call tools only when forced.
 - `moa_tool`: the panel as a tool the acting model calls when it wants advice ("consult"), so
   the proposers are not re-run after every tool result. It returns the answer and keeps the
   records in the tool message's artifact.
@@ -114,6 +115,42 @@ class MoAMiddleware(AgentMiddleware):
         first = injected[0]
         assert isinstance(first, SystemMessage)  # inject_references puts the references there
         return request.override(system_message=first)
+
+
+class ForceToolOnFirstCall(AgentMiddleware):
+    """Force one tool on the first model call of a turn, and leave the choice free after.
+
+    For models that call a tool only when the caller forces the choice, as the embedded 135M
+    model does (docs/notes.md, "Tools"): forcing it on every call would loop forever, since the
+    model could never answer. The first call of a turn is the one whose last message is the
+    user's.
+
+    Args:
+        tool: The name of the tool to force.
+    """
+
+    def __init__(self, tool: str):
+        super().__init__()
+        self.tool = tool
+
+    def wrap_model_call(
+        self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]
+    ) -> Any:
+        """Force the tool when the last message is the user's."""
+        return handler(self._forced(request))
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest,
+        handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
+    ) -> Any:
+        """Force the tool when the last message is the user's (async)."""
+        return await handler(self._forced(request))
+
+    def _forced(self, request: ModelRequest) -> ModelRequest:
+        if request.messages and isinstance(request.messages[-1], HumanMessage):
+            return request.override(tool_choice=self.tool)
+        return request
 
 
 class _Consultation(BaseModel):

@@ -168,13 +168,19 @@ class ChatMoA(BaseChatModel):
         Args:
             tools: LangChain tools, functions, Pydantic models or OpenAI tool dicts.
             tool_choice: ``"auto"``, ``"none"``, ``"required"`` / ``"any"``, a tool's name, or
-                an OpenAI tool-choice dict; passed to the aggregator.
+                an OpenAI tool-choice dict; passed to the aggregator. ``"required"`` or
+                ``"any"`` with one tool becomes that tool's name, which every provider forces
+                (`with_structured_output` relies on it).
             **kwargs: Bound too (e.g. ``ls_structured_output_format``), and ignored by the run.
 
         Returns:
             This model with the tools bound; `with_structured_output` uses it.
         """
         formatted = [convert_to_openai_tool(tool) for tool in tools]
+        if tool_choice in ("any", "required") and len(formatted) == 1:
+            # The one tool by name: the same choice, and the form every provider forces
+            # (llama-cpp-python ignores "required"; docs/notes.md, "Tools").
+            tool_choice = formatted[0]["function"]["name"]
         return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
 
     def _settings(self, **kwargs: Any) -> MoAContext:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain.chat_models import init_chat_model
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_openai import ChatOpenAI
 
 from moa_graph.errors import MoAConfigError
 from moa_graph.limits import Admission, admission_for
@@ -107,12 +108,34 @@ def _load(
         # llama-cpp-python's server (and other OpenAI-compatible servers) ignore.
         kwargs["extra_body"] = {**kwargs.get("extra_body", {}), "max_tokens": max_tokens}
     try:
-        chat_model: BaseChatModel = init_chat_model(model, **kwargs)
+        chat_model: BaseChatModel
+        if provider == LOCAL_PROVIDER:
+            kwargs.pop("model_provider")
+            chat_model = EmbeddedChatOpenAI(model=model, **kwargs)
+        else:
+            chat_model = init_chat_model(model, **kwargs)
     except ImportError as exc:
         raise MoAConfigError(f"{spec!r}: {exc}") from exc
     except Exception as exc:  # provider constructors raise assorted types for bad settings
         raise MoAConfigError(f"{spec!r}: cannot create the model: {exc}") from exc
     return chat_model
+
+
+class EmbeddedChatOpenAI(ChatOpenAI):
+    """`ChatOpenAI` for the embedded server, which refuses a ``null`` assistant content.
+
+    An assistant turn with tool calls and no text gets ``""`` as its content: OpenAI allows
+    ``null`` there, llama-cpp-python's server does not.
+    """
+
+    def _get_request_payload(
+        self, input_: LanguageModelInput, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+        for message in payload.get("messages", []):
+            if message.get("role") == "assistant" and message.get("content") is None:
+                message["content"] = ""
+        return payload
 
 
 def _require_credentials(provider: str, spec: str) -> None:

@@ -39,6 +39,7 @@ CHECKED = {
     "report = run_eval(": "test_eval_example",
     'print(proposal["model"], proposal["status"]': "test_quickstart",
     'reply = chain.invoke({"a": 17': "test_chat_model_example",
+    'middleware=[ForceToolOnFirstCall("calculate")]': "test_embedded_agent_example",
 }
 """Blocks whose output a test below checks, by a line of their code."""
 MARKER = {test: marker for marker, test in CHECKED.items()}
@@ -130,3 +131,11 @@ def test_chat_model_example(tmp_path: Path) -> None:
     total, answered, degraded = lines[-1].split()
     assert int(total) > 0 and answered == "3" and degraded == "False"
     assert "".join(lines[:-1]).strip()  # the answer
+
+
+def test_embedded_agent_example(tmp_path: Path) -> None:
+    colour, *turns = run_block(MARKER["test_embedded_agent_example"], tmp_path)
+    assert colour.startswith("Colour(name=")  # a valid object, whatever the 135M model wrote
+    kinds = [line.split(" ", 1)[0] for line in turns]
+    assert kinds[:3] == ["human", "ai", "tool"]  # the forced call ran the tool
+    assert "'name': 'calculate'" in turns[1]
