@@ -11,12 +11,14 @@ receives the model's reply, so that one implementation serves the graph's sync a
 - sequential: Self-MoA-Seq, Li et al., arXiv 2502.00674, section 5.
 """
 
+import json
 import random
 import re
 import string
 from collections import Counter
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
@@ -30,10 +32,15 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 @dataclass(frozen=True)
 class Candidate:
-    """A proposal the aggregator may use: its record ``index`` and the text to show."""
+    """A proposal the aggregator may use.
+
+    Its record ``index``, the text to show, and the tool calls it proposed (``name`` and
+    ``args`` each), if any.
+    """
 
     index: int
     text: str
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,8 @@ def aggregate(
         raise ValueError("aggregate needs at least one candidate")
     if settings.mode == "select":
         return (yield from _select(settings, messages, candidates, rng))
+    if settings.mode == "vote" and any(c.tool_calls for c in candidates):
+        return _vote_calls(candidates)
     if settings.mode == "vote":
         winner = majority([c.text for c in candidates], settings.answer_pattern)
         if winner is None:
@@ -112,6 +121,29 @@ def aggregate(
     if settings.mode == "sequential":
         return (yield from _sequential(settings, messages, candidates, rng))
     return (yield from _synthesize(settings, messages, candidates, rng))
+
+
+def _vote_calls(candidates: Sequence[Candidate]) -> Outcome:
+    """Return the vote over proposed tool calls (ensemble function calling).
+
+    The most common proposal wins, a call being its name and its arguments with sorted keys (a
+    text answer counts as its normalized text); a draw goes to the earliest. The answer makes
+    the winner's calls (or says its text).
+    """
+    keys = [
+        json.dumps(list(c.tool_calls), sort_keys=True) if c.tool_calls else normalize_text(c.text)
+        for c in candidates
+    ]
+    counts = Counter(keys)
+    top = max(counts.values())
+    chosen = next(c for c, key in zip(candidates, keys, strict=True) if counts[key] == top)
+    calls = [
+        {"name": call["name"], "args": call["args"], "id": f"call_{chosen.index}_{i}",
+         "type": "tool_call"}
+        for i, call in enumerate(chosen.tool_calls)
+    ]  # fmt: skip
+    answer = AIMessage("" if calls else chosen.text, tool_calls=calls)
+    return Outcome(answer, "vote", [chosen.index], chosen=chosen.index)
 
 
 def _synthesize(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import get_async_callback_manager_for_config
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
@@ -29,6 +29,7 @@ from typing_extensions import TypedDict
 from moa_graph.limits import Admission, is_retryable, release, retry_wait
 from moa_graph.state import Proposal, ProposalStatus, Usage
 from moa_graph.stragglers import LayerGate
+from moa_graph.tool_turns import describe_calls
 from moa_graph.usage import usage_of
 
 CUT_OFF = "CancelledError: cut off by first_k: the layer had enough answers"
@@ -300,11 +301,16 @@ def _finished(
         status: ProposalStatus = "timeout" if isinstance(reply, TimeoutError) else "failed"
         return _record(task, start, status, error=f"{type(reply).__name__}: {_shorten(reply)}")
     usage = usage_of(reply)
-    if not reply.text.strip():
+    calls = reply.tool_calls if isinstance(reply, AIMessage) else []
+    if not reply.text.strip() and not calls:
         return _record(task, start, "failed", error="EmptyResponse: the model returned no text",
                        usage=usage)  # fmt: skip
     if gate is not None:
         gate.answered()
+    if calls:  # a proposer given the tools proposed calls: the references show them
+        record = _record(task, start, "ok", content=describe_calls(reply.text, calls), usage=usage)
+        record["tool_calls"] = [{"name": c["name"], "args": c["args"]} for c in calls]
+        return record
     return _record(task, start, "ok", content=reply.text, usage=usage)
 
 

@@ -234,6 +234,16 @@ class MoAContext:
             "Empty: the provider's default."
         },
     )
+    proposer_tools: bool = field(
+        default=False,
+        metadata={
+            "description": "With tools: give the proposers the tools too. Each proposal may "
+            "then be a tool call, which the references show; in 'vote' mode the answer is the "
+            "most common call (its name and arguments), a draw going to the earliest "
+            "(ensemble function calling). Off: the proposers answer in text. Without tools it has "
+            "no effect (a ChatMoA gets its tools from bind_tools)."
+        },
+    )
     review: bool = field(
         default=False,
         metadata={
@@ -307,7 +317,7 @@ class MoAContext:
         check_number("straggler_grace_s", self.straggler_grace_s, minimum=0.0)
         check_number("proposer_timeout_s", self.proposer_timeout_s, minimum=0.001)
         check_choice("reference_format", self.reference_format, _FORMATS)
-        for name in ("shuffle_references", "review"):
+        for name in ("shuffle_references", "review", "proposer_tools"):
             if not isinstance(getattr(self, name), bool):
                 raise MoAConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.seed is not None:

@@ -57,17 +57,23 @@ def aggregator_candidates(
         review: The reviewer's decision (kept indices and edited texts), or None for all.
     """
     answered = {
-        p["index"]: p["content"]
-        for p in proposals
-        if p["layer"] == layer and p["content"] is not None
+        p["index"]: p for p in proposals if p["layer"] == layer and p["content"] is not None
     }
     if review is None:
-        return [Candidate(i, text) for i, text in answered.items()]
+        return [_candidate(p) for p in answered.values()]
     return [
-        Candidate(i, review["edited"].get(str(i), answered[i]))
+        _candidate(answered[i], review["edited"].get(str(i)))
         for i in review["kept"]
         if i in answered
     ]
+
+
+def _candidate(proposal: Proposal, edited: str | None = None) -> Candidate:
+    """A proposal as the aggregator sees it; a reviewer's edit replaces its text and calls."""
+    if edited is not None:
+        return Candidate(proposal["index"], edited)
+    calls = tuple(proposal.get("tool_calls", ()))
+    return Candidate(proposal["index"], proposal["content"] or "", calls)
 
 
 def check_quorum(proposals: Sequence[Proposal], layer: int, min_proposals: int) -> None:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, cast
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.config import get_config
@@ -122,8 +123,12 @@ class MoANodes:
         """Map the conversation (with the previous layer's references) to one Send per call."""
         ctx = _context()
         k = state["layer"]
-        # Proposers are given no tools: earlier tool calls and results reach them as text.
-        messages: list[BaseMessage] = render_tool_turns(state["messages"])
+        # Proposers given no tools see earlier tool calls and results as text.
+        messages: list[BaseMessage] = (
+            list(state["messages"])
+            if ctx.tools and ctx.proposer_tools
+            else render_tool_turns(state["messages"])
+        )
         if k > 1:
             refs = layer_references(state["proposals"], k - 1)
             order = reference_order(len(refs), shuffle=ctx.shuffle_references, rng=_rng(ctx, k))
@@ -249,7 +254,11 @@ class MoANodes:
                 "moa_sample": task["sample"], "moa_seed": task["seed"],
             },
         )  # fmt: skip
-        model = call.model if task["seed"] is None else call.model.bind(seed=task["seed"])
+        model: Runnable[Any, Any] = call.model
+        ctx = _context()
+        if ctx.tools and ctx.proposer_tools:
+            model = _with_tools(call.model, ctx)
+        model = model if task["seed"] is None else model.bind(seed=task["seed"])
         return model, with_system_prompt(task["messages"], call.system_prompt), config
 
     @contextlib.contextmanager
@@ -315,10 +324,7 @@ class MoANodes:
         seeds.append(seed)
         model: Runnable[Any, Any] = agg.model
         if ctx.tools and request.stream:  # the call that writes the answer may act
-            choice: dict[str, Any] = (
-                {} if ctx.tool_choice is None else {"tool_choice": ctx.tool_choice}
-            )
-            model = agg.model.bind_tools(ctx.tools, **choice)
+            model = _with_tools(agg.model, ctx)
         model = model if seed is None else model.bind(seed=seed)
         step = f", step {request.step + 1}" if request.step else ""
         traced = model.with_config(
@@ -367,6 +373,13 @@ def _context(runtime: Runtime[MoAContext] | None = None) -> MoAContext:
 def _rng(ctx: MoAContext, layer: int) -> random.Random:
     """The shuffle order's source: fixed by ``MoAContext.seed``, else random."""
     return random.Random(None if ctx.seed is None else call_seed(ctx.seed, layer, -1, 0))
+
+
+def _with_tools(model: BaseChatModel, ctx: MoAContext) -> Runnable[Any, Any]:
+    """Return `model` with the context's tools and tool choice bound."""
+    assert ctx.tools is not None
+    choice: dict[str, Any] = {} if ctx.tool_choice is None else {"tool_choice": ctx.tool_choice}
+    return model.bind_tools(ctx.tools, **choice)
 
 
 def _policy(ctx: MoAContext, call: CallSlot) -> CallPolicy:

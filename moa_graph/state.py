@@ -1,7 +1,7 @@
 """Graph state: what callers send, what they get back, and the per-turn bookkeeping."""
 
 import operator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage, BaseMessage
 from langgraph.graph.message import Messages, add_messages
@@ -52,6 +52,8 @@ class Proposal(TypedDict):
         latency_s: Wall time of the call in seconds, including time queued at the provider.
         selected: True when this proposal's text went on: to the next layer as a reference,
             to the aggregator (synthesize, sequential), or became the answer (select, vote).
+        tool_calls: Only when the proposer was given the tools (``proposer_tools``) and called
+            some: each call's ``name`` and ``args``; ``content`` then describes them.
     """
 
     layer: int
@@ -65,6 +67,7 @@ class Proposal(TypedDict):
     usage: Usage | None
     latency_s: float
     selected: bool
+    tool_calls: NotRequired[list[dict[str, Any]]]
 
 
 class Aggregation(TypedDict):

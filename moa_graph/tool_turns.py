@@ -7,7 +7,8 @@ in a request that defines no tools, so those turns are rendered as plain message
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
@@ -31,15 +32,19 @@ def render_tool_turns(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     rendered: list[BaseMessage] = []
     for message in messages:
         if isinstance(message, AIMessage) and message.tool_calls:
-            calls = "; ".join(
-                f"{call['name']}({json.dumps(call['args'], sort_keys=True)})"
-                for call in message.tool_calls
-            )
-            text = f"{message.text}\n" if message.text else ""
-            rendered.append(AIMessage(f"{text}[called tools: {calls}]"))
+            rendered.append(AIMessage(describe_calls(message.text, message.tool_calls)))
         elif isinstance(message, ToolMessage):
             name = message.name or message.tool_call_id
             rendered.append(HumanMessage(f"[result of tool {name}]: {message.text}"))
         else:
             rendered.append(message)
     return rendered
+
+
+def describe_calls(text: str, calls: Sequence[Mapping[str, Any]]) -> str:
+    """Return `text` and a line ``[called tools: name({"arg": ...})]`` for `calls`.
+
+    The arguments are written with sorted keys, so equal calls read the same.
+    """
+    named = "; ".join(f"{c['name']}({json.dumps(c['args'], sort_keys=True)})" for c in calls)
+    return (f"{text}\n" if text else "") + f"[called tools: {named}]"

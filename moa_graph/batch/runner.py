@@ -308,8 +308,8 @@ def settings_of(context: MoAContext) -> dict[str, Any]:
     values = dataclasses.asdict(context)
     for name in ("rpm", "tpm", "retries", "proposer_timeout_s", "max_calls"):
         del values[name]
-    for name in ("tools", "tool_choice"):  # unset, they leave older outputs' hash as it was
-        if values[name] is None:
+    for name in ("tools", "tool_choice", "proposer_tools"):  # unset, older hashes hold
+        if not values[name]:
             del values[name]
     return values
 

@@ -13,7 +13,12 @@ from pydantic import BaseModel
 
 from moa_graph import ChatMoA, MoAContext
 from moa_graph.agents import MoAMiddleware, moa_tool
-from tests.scripted_openai_server import Fault, ScriptedOpenAIServer, tool_loop_script
+from tests.scripted_openai_server import (
+    Fault,
+    ScriptedOpenAIServer,
+    ToolCall,
+    tool_loop_script,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +145,45 @@ async def test_moa_as_a_tool_returns_the_answer_and_keeps_the_records(tool_serve
     assert message.content == "The final answer."
     assert [p["model"] for p in message.artifact["proposals"]] == ["openai:p", "openai:q"]
     assert message.artifact["usage"]["total_tokens"] > 0
+
+
+def ensemble_script(body: dict) -> "str | ToolCall":
+    """Proposers given tools call add; two of three agree. The aggregator answers in text."""
+    if body["model"] == "agg":
+        return "The final answer."
+    if not body.get("tools"):
+        return f"proposal from {body['model']}"
+    return ToolCall("add", {"a": 5, "b": 6} if body["model"] == "r" else {"b": 4, "a": 3})
+
+
+@pytest.fixture
+def ensemble_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedOpenAIServer]:
+    running = ScriptedOpenAIServer(ensemble_script).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
+    yield running
+    running.stop()
+
+
+def test_vote_over_proposed_tool_calls(ensemble_server: ScriptedOpenAIServer) -> None:
+    context = MoAContext(
+        proposers=["openai:p", "openai:q", "openai:r"], aggregator="openai:agg", retries=0,
+        aggregator_mode="vote", proposer_tools=True,
+    )  # fmt: skip
+    reply = ChatMoA(context=context).bind_tools([add]).invoke("3 + 4?")
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("add", {"a": 3, "b": 4})]
+    assert reply.response_metadata["aggregation"]["chosen"] == 0
+    assert all(body["model"] != "agg" for body in ensemble_server.requests)  # no aggregator call
+    assert all(body["tools"] for body in ensemble_server.requests)  # every proposer had them
+
+
+def test_the_aggregator_reads_the_proposed_calls(ensemble_server: ScriptedOpenAIServer) -> None:
+    context = MoAContext(
+        proposers=["openai:p", "openai:r"], aggregator="openai:agg", retries=0,
+        proposer_tools=True,
+    )  # fmt: skip
+    reply = ChatMoA(context=context).bind_tools([add]).invoke("3 + 4?")
+    assert reply.content == "The final answer."
+    system = next(b for b in ensemble_server.requests if b["model"] == "agg")["messages"][0]
+    assert '1. [called tools: add({"a": 3, "b": 4})]' in system["content"]
+    assert '2. [called tools: add({"a": 5, "b": 6})]' in system["content"]
