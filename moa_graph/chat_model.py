@@ -19,6 +19,7 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -75,7 +76,14 @@ class ChatMoA(BaseChatModel):
     _graph: CompiledStateGraph[Any, Any, Any, Any] = PrivateAttr()
 
     def model_post_init(self, context: Any, /) -> None:
-        """Build the graph once: every call of this model runs it."""
+        """Build the graph once: every call of this model runs it; declare what it can do."""
+        if self.profile is None:
+            # Tools through the aggregator; no native structured output, so create_agent's
+            # response_format uses its tool strategy (which `bind_tools` serves).
+            self.profile = ModelProfile(
+                text_inputs=True, text_outputs=True, tool_calling=True, tool_choice=True,
+                tool_call_streaming=True, structured_output=False,
+            )  # fmt: skip
         self._graph = build_moa_graph(proposers=self.proposers, aggregator=self.aggregator).compile(
             name=self.model_name
         )

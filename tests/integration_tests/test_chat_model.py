@@ -187,3 +187,14 @@ def test_the_aggregator_reads_the_proposed_calls(ensemble_server: ScriptedOpenAI
     system = next(b for b in ensemble_server.requests if b["model"] == "agg")["messages"][0]
     assert '1. [called tools: add({"a": 3, "b": 4})]' in system["content"]
     assert '2. [called tools: add({"a": 5, "b": 6})]' in system["content"]
+
+
+def test_create_agent_response_format_uses_the_tool_strategy(tool_server) -> None:
+    class Sum(BaseModel):
+        a: int
+        b: int
+
+    assert moa("openai:p").profile["tool_calling"] is True
+    agent = create_agent(moa("openai:p"), tools=[], response_format=Sum)
+    out = agent.invoke({"messages": [("user", "3 and 4")]})
+    assert out["structured_response"] == Sum(a=3, b=4)
