@@ -7,6 +7,7 @@ from moa_graph.errors import (
     LocalModelError,
     MoAConfigError,
     ProposerQuorumError,
+    StructuredOutputError,
 )
 from moa_graph.graph import build_moa_graph, proposer_cache_policy
 from moa_graph.presets import PRESETS
@@ -26,6 +27,7 @@ __all__ = [
     "ModelSpec",
     "Proposal",
     "ProposerQuorumError",
+    "StructuredOutputError",
     "build_moa_graph",
     "proposer_cache_policy",
 ]

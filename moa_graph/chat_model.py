@@ -23,13 +23,14 @@ from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph.state import CompiledStateGraph
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from moa_graph.context import MoAContext
+from moa_graph.errors import StructuredOutputError
 from moa_graph.graph import build_moa_graph
 from moa_graph.state import Proposal
 from moa_graph.usage import run_usage
@@ -191,6 +192,33 @@ class ChatMoA(BaseChatModel):
             tool_choice = formatted[0]["function"]["name"]
         return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
 
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Return a runnable whose answer is `schema`'s object, through the aggregator's call.
+
+        LangChain's function-calling method: the schema is bound as the one tool, forced by name
+        (so the embedded model fills it under a grammar), and the call's arguments are parsed.
+
+        Args:
+            schema: A Pydantic model, a TypedDict or a JSON Schema.
+            include_raw: Return ``{"raw", "parsed", "parsing_error"}`` and never raise for a
+                reply that does not fit (LangChain's contract).
+            **kwargs: ``method`` and ``strict`` are accepted and ignored (function calling).
+
+        Raises:
+            StructuredOutputError: Without `include_raw`, when the reply does not fit the
+                schema; it keeps the reply and the run's records.
+        """
+        raw_and_parsed = super().with_structured_output(schema, include_raw=True, **kwargs)
+        if include_raw:
+            return raw_and_parsed
+        return raw_and_parsed | RunnableLambda(_parsed_or_raise)
+
     def _settings(self, **kwargs: Any) -> MoAContext:
         """The run's settings, with the tools bound by `bind_tools` (if any)."""
         settings = self.context if self.context is not None else MoAContext()
@@ -202,6 +230,17 @@ class ChatMoA(BaseChatModel):
                 tool_choice="required" if choice == "any" else choice,
             )
         return settings
+
+
+def _parsed_or_raise(result: dict[str, Any]) -> Any:
+    if result["parsing_error"] is None and result["parsed"] is not None:
+        return result["parsed"]
+    raw = result["raw"]
+    reason = result["parsing_error"] or "the reply made no call of the schema's tool"
+    records = {key: raw.response_metadata.get(key) for key in ("aggregation", "proposals")}
+    raise StructuredOutputError(
+        f"the answer does not fit the schema: {reason}", raw=raw, records=records
+    )
 
 
 def _child_config(

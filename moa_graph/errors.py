@@ -55,3 +55,18 @@ class AggregatorError(RuntimeError):
 
 class LocalModelError(RuntimeError):
     """The embedded model server could not be started; the message ends with its last log lines."""
+
+
+class StructuredOutputError(ValueError):
+    """A structured answer did not fit its schema (`moa_graph.ChatMoA.with_structured_output`).
+
+    Attributes:
+        raw: The reply that did not fit (an `AIMessage`; its tool call holds the arguments).
+        records: The run's records from the reply's ``response_metadata``: ``aggregation`` and
+            ``proposals`` (model, status, tokens, latency of each), so the work is not lost.
+    """
+
+    def __init__(self, message: str, raw: Any, records: dict[str, Any]):
+        super().__init__(message)
+        self.raw = raw
+        self.records = records

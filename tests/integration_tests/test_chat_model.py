@@ -11,7 +11,7 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
-from moa_graph import ChatMoA, MoAContext
+from moa_graph import ChatMoA, MoAContext, StructuredOutputError
 from moa_graph.agents import MoAMiddleware, moa_tool
 from tests.scripted_openai_server import (
     Fault,
@@ -198,3 +198,15 @@ def test_create_agent_response_format_uses_the_tool_strategy(tool_server) -> Non
     agent = create_agent(moa("openai:p"), tools=[], response_format=Sum)
     out = agent.invoke({"messages": [("user", "3 and 4")]})
     assert out["structured_response"] == Sum(a=3, b=4)
+
+
+def test_an_answer_that_does_not_fit_is_an_error_that_keeps_the_records(tool_server) -> None:
+    class Product(BaseModel):
+        c: int  # the scripted aggregator fills a and b
+
+    with pytest.raises(StructuredOutputError, match="does not fit the schema") as caught:
+        moa("openai:p", "openai:q").with_structured_output(Product).invoke("3 and 4")
+    assert [p["model"] for p in caught.value.records["proposals"]] == ["openai:p", "openai:q"]
+    assert caught.value.raw.tool_calls[0]["args"] == {"a": 3, "b": 4}
+    raw = moa("openai:p").with_structured_output(Product, include_raw=True).invoke("3 and 4")
+    assert raw["parsed"] is None and raw["parsing_error"] is not None  # LangChain's contract
