@@ -3,7 +3,7 @@
 The usage on the reply is checked against the tokens the server counted, call by call.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 from langchain.agents import create_agent
@@ -15,6 +15,7 @@ from moa_graph import ChatMoA, MoAContext, StructuredOutputError
 from moa_graph.agents import MoAMiddleware, moa_tool
 from tests.scripted_openai_server import (
     Fault,
+    Script,
     ScriptedOpenAIServer,
     ToolCall,
     tool_loop_script,
@@ -23,18 +24,16 @@ from tests.scripted_openai_server import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedOpenAIServer]:
-    def script(body: dict) -> "str | Fault":
-        if body["model"] == "down":
-            return Fault(503)
-        return "The final answer." if body["model"] == "agg" else f"proposal from {body['model']}"
+def chat_script(body: dict) -> "str | Fault":
+    """Proposers answer with their name, the aggregator with a fixed answer; "down" fails."""
+    if body["model"] == "down":
+        return Fault(503)
+    return "The final answer." if body["model"] == "agg" else f"proposal from {body['model']}"
 
-    running = ScriptedOpenAIServer(script).start()
-    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
-    yield running
-    running.stop()
+
+@pytest.fixture
+def server(openai_upstream: Callable[[Script], ScriptedOpenAIServer]) -> ScriptedOpenAIServer:
+    return openai_upstream(chat_script)
 
 
 def moa(*proposers: str) -> ChatMoA:
@@ -72,12 +71,8 @@ def add(a: int, b: int) -> int:
 
 
 @pytest.fixture
-def tool_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedOpenAIServer]:
-    running = ScriptedOpenAIServer(tool_loop_script).start()
-    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
-    yield running
-    running.stop()
+def tool_server(openai_upstream: Callable[[Script], ScriptedOpenAIServer]) -> ScriptedOpenAIServer:
+    return openai_upstream(tool_loop_script)
 
 
 def test_bound_tools_reach_the_aggregator_only(tool_server: ScriptedOpenAIServer) -> None:
@@ -157,12 +152,10 @@ def ensemble_script(body: dict) -> "str | ToolCall":
 
 
 @pytest.fixture
-def ensemble_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedOpenAIServer]:
-    running = ScriptedOpenAIServer(ensemble_script).start()
-    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
-    yield running
-    running.stop()
+def ensemble_server(
+    openai_upstream: Callable[[Script], ScriptedOpenAIServer],
+) -> ScriptedOpenAIServer:
+    return openai_upstream(ensemble_script)
 
 
 def test_vote_over_proposed_tool_calls(ensemble_server: ScriptedOpenAIServer) -> None:

@@ -4,24 +4,20 @@ Spec-built models talk to a scripted OpenAI-compatible server whose aggregator c
 it is given, then answers from the result.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
 from graphs.moa_agent import build_moa_agent
 from moa_graph import MoAContext
-from tests.scripted_openai_server import ScriptedOpenAIServer, tool_loop_script
+from tests.scripted_openai_server import Script, ScriptedOpenAIServer, tool_loop_script
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedOpenAIServer]:
-    running = ScriptedOpenAIServer(tool_loop_script).start()
-    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
-    yield running
-    running.stop()
+def server(openai_upstream: Callable[[Script], ScriptedOpenAIServer]) -> ScriptedOpenAIServer:
+    return openai_upstream(tool_loop_script)
 
 
 async def test_the_loop_calls_the_tool_and_answers_from_its_result(server) -> None:
