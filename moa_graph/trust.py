@@ -177,9 +177,7 @@ class RequestPolicy:
                     f"with MOA_SERVE_ALLOW_FIELDS={name}",
                 )
 
-    def check_context(
-        self, ctx: MoAContext, operator: MoAContext, layer_sizes: list[int] | None = None
-    ) -> None:
+    def check_context(self, ctx: MoAContext, operator: MoAContext) -> None:
         """Refuse a run's context that differs from the operator's where no request may.
 
         For runs whose context a caller chose as a whole (LangGraph's server merges the
@@ -190,7 +188,6 @@ class RequestPolicy:
         Args:
             ctx: The run's settings.
             operator: The operator's settings (``MoAContext()``: the ``MOA_*`` variables).
-            layer_sizes: Proposer calls per layer, when known (models given as instances).
 
         Raises:
             RequestRefused: What is refused, with ``param`` ``context.<field>``.
@@ -208,19 +205,17 @@ class RequestPolicy:
                     f"{param} differs from the server's setting ({reason}); the operator "
                     f"allows it with MOA_SERVE_ALLOW_FIELDS={f.name}",
                 )
-        self.check_budget(ctx, layer_sizes, prefix="context")
+        self.check_budget(ctx, prefix="context")
 
-    def check_budget(
-        self, ctx: MoAContext, layer_sizes: list[int] | None = None, *, prefix: str = "moa"
-    ) -> MoAContext:
+    def check_budget(self, ctx: MoAContext, *, prefix: str = "moa") -> MoAContext:
         """Refuse a run over the budgets; return `ctx` with ``max_calls`` bounded by them.
 
-        The returned context carries ``max_calls``, so the graph refuses the run even where
-        the sizes here were not known (models given as instances).
+        The calls are counted from the context's specs; the returned context carries
+        ``max_calls``, so the graph also refuses a run whose real layers (models given as
+        instances) would make more.
 
         Args:
             ctx: The run's settings.
-            layer_sizes: Proposer calls per layer; default the sum of the specs' ``n``.
             prefix: The start of ``param`` in errors (``moa`` or ``context``).
 
         Raises:
@@ -246,9 +241,7 @@ class RequestPolicy:
         for param, seconds in timeouts:
             if seconds is not None and seconds > self.max_timeout_s:
                 raise _over(param, seconds, self.max_timeout_s, "MAX_TIMEOUT_S")
-        sizes = layer_sizes or [
-            sum(s.n for s in ctx.proposer_specs(k)) for k in range(1, ctx.rounds + 1)
-        ]
+        sizes = [sum(s.n for s in ctx.proposer_specs(k)) for k in range(1, ctx.rounds + 1)]
         try:
             check_max_calls(
                 self.max_calls,
@@ -256,7 +249,7 @@ class RequestPolicy:
                 setting="MOA_SERVE_MAX_CALLS",
             )
         except MoAConfigError as exc:
-            raise RequestRefused(f"{prefix}.rounds", str(exc)) from None
+            raise RequestRefused(prefix, str(exc)) from None  # the run as a whole
         bound = self.max_calls if ctx.max_calls is None else min(ctx.max_calls, self.max_calls)
         return dataclasses.replace(ctx, max_calls=bound)
 
