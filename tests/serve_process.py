@@ -4,6 +4,7 @@ The served models (``openai:p`` proposers, an ``openai:agg`` aggregator) point a
 OpenAI-compatible server in the test process, so tests see every upstream call.
 """
 
+import glob
 import os
 import socket
 import subprocess
@@ -81,8 +82,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(upstream: Upstream, *args: str, **env: str) -> Iterator[str]:
-    """Run ``moa-graph serve`` (with `args`) on a free port; yield its ``/v1`` URL."""
+def start_server(
+    upstream: Upstream, *args: str, started: list[int] | None = None, **env: str
+) -> Iterator[str]:
+    """Run ``moa-graph serve`` (with `args`) on a free port; yield its ``/v1`` URL.
+
+    `started`, when given, receives the server's process id.
+    """
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MOA_")}
     environment.update(
@@ -94,6 +100,8 @@ def start_server(upstream: Upstream, *args: str, **env: str) -> Iterator[str]:
         [sys.executable, "-m", "moa_graph.cli", "serve", "--port", str(port), *args],
         env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    if started is not None:
+        started.append(process.pid)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 60
     while True:
@@ -107,3 +115,19 @@ def start_server(upstream: Upstream, *args: str, **env: str) -> Iterator[str]:
     yield url
     process.terminate()
     process.wait(timeout=10)
+
+
+def child_commands(pid: int) -> list[str]:
+    """The command lines of the processes whose parent is `pid`, read from ``/proc``."""
+    commands = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                # The name field may hold spaces; the parent id is the second field after it.
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                with open(stat.removesuffix("stat") + "cmdline", "rb") as f:
+                    commands.append(f.read().replace(b"\0", b" ").decode())
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we read it
+    return commands

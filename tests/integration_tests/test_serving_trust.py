@@ -5,7 +5,6 @@ provider key (`UPSTREAM_KEY`) is set for the served models' upstream.
 """
 
 import json
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,7 +12,14 @@ import httpx
 import openai
 import pytest
 
-from tests.serve_process import ANSWER, KEY, UPSTREAM_KEY, Upstream, start_server
+from tests.serve_process import (
+    ANSWER,
+    KEY,
+    UPSTREAM_KEY,
+    Upstream,
+    child_commands,
+    start_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -132,18 +138,12 @@ def test_the_operators_budget_applies_to_its_own_models_and_is_reported(upstream
 
 
 def test_two_workers_answer_with_the_key_in_each(upstream: Upstream) -> None:
-    server = start_server(upstream, "--workers", "2", MOA_API_KEY=KEY)
+    pids: list[int] = []
+    server = start_server(upstream, "--workers", "2", started=pids, MOA_API_KEY=KEY)
     served = next(server)
     try:
-        port = served.split(":")[2].split("/")[0]
-        table = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True,
-                               text=True).stdout.splitlines()  # fmt: skip
-        rows = [line.split(None, 2) for line in table]
-        [parent] = [pid for pid, _, args in rows if f"serve --port {port}" in args]
-        workers = [
-            args for _, ppid, args in rows if ppid == parent and "multiprocessing.spawn" in args
-        ]
-        assert len(workers) == 2, table
+        workers = [c for c in child_commands(pids[0]) if "multiprocessing.spawn" in c]
+        assert len(workers) == 2, child_commands(pids[0])
         api = openai.OpenAI(base_url=served, api_key=KEY, max_retries=0)
         with ThreadPoolExecutor(8) as pool:
             answers = list(
