@@ -39,7 +39,7 @@ def reply(body: dict[str, Any]) -> "str | Fault":
 
 
 def ray_processes() -> list[str]:
-    ps = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout
+    ps = subprocess.run(["ps", "-ww", "-eo", "args="], capture_output=True, text=True).stdout
     return [line for line in ps.splitlines() if "raylet" in line or "gcs_server" in line]
 
 
