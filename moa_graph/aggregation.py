@@ -81,6 +81,10 @@ class AggregationSettings:
     shuffle: bool
     answer_pattern: str | None
     window_size: int
+    calls_expected: bool = False
+    """The proposers were given the tools with a forced choice: a proposal without a tool call
+    did not answer in the asked form, so ``vote`` does not count it and ``select`` does not keep
+    it (structured output through ``select`` and ``vote``)."""
 
 
 Steps = Generator[AggregatorRequest, AIMessage, Outcome]
@@ -108,8 +112,10 @@ def aggregate(
         raise ValueError("aggregate needs at least one candidate")
     if settings.mode == "select":
         return (yield from _select(settings, messages, candidates, rng))
-    if settings.mode == "vote" and any(c.tool_calls for c in candidates):
-        return _vote_calls(candidates)
+    if settings.mode == "vote" and (
+        settings.calls_expected or any(c.tool_calls for c in candidates)
+    ):
+        return (yield from _vote_calls(settings, messages, candidates, rng))
     if settings.mode == "vote":
         winner = majority([c.text for c in candidates], settings.answer_pattern)
         if winner is None:
@@ -117,33 +123,48 @@ def aggregate(
             outcome.fallback = "vote: no proposal had an answer matching answer_pattern"
             return outcome
         chosen = candidates[winner]
-        return Outcome(AIMessage(chosen.text), "vote", [chosen.index], chosen=chosen.index)
+        return Outcome(_reply(chosen), "vote", [chosen.index], chosen=chosen.index)
     if settings.mode == "sequential":
         return (yield from _sequential(settings, messages, candidates, rng))
     return (yield from _synthesize(settings, messages, candidates, rng))
 
 
-def _vote_calls(candidates: Sequence[Candidate]) -> Outcome:
+def _vote_calls(
+    settings: AggregationSettings,
+    messages: Sequence[BaseMessage],
+    candidates: Sequence[Candidate],
+    rng: random.Random,
+) -> Steps:
     """Return the vote over proposed tool calls (ensemble function calling).
 
     The most common proposal wins, a call being its name and its arguments with sorted keys (a
-    text answer counts as its normalized text); a draw goes to the earliest. The answer makes
-    the winner's calls (or says its text).
+    text answer counts as its normalized text, unless ``calls_expected``: then only calls
+    count); a draw goes to the earliest. The answer makes the winner's calls (or says its
+    text). With no call to count, the aggregator synthesizes.
     """
+    ballots = [c for c in candidates if c.tool_calls or not settings.calls_expected]
+    if not ballots:
+        outcome = yield from _synthesize(settings, messages, candidates, rng)
+        outcome.fallback = "vote: no proposal made a tool call"
+        return outcome
     keys = [
         json.dumps(list(c.tool_calls), sort_keys=True) if c.tool_calls else normalize_text(c.text)
-        for c in candidates
+        for c in ballots
     ]
     counts = Counter(keys)
     top = max(counts.values())
-    chosen = next(c for c, key in zip(candidates, keys, strict=True) if counts[key] == top)
+    chosen = next(c for c, key in zip(ballots, keys, strict=True) if counts[key] == top)
+    return Outcome(_reply(chosen), "vote", [chosen.index], chosen=chosen.index)
+
+
+def _reply(candidate: Candidate) -> AIMessage:
+    """The answer that repeats `candidate`: its tool calls, or its text when it made none."""
     calls = [
-        {"name": call["name"], "args": call["args"], "id": f"call_{chosen.index}_{i}",
+        {"name": call["name"], "args": call["args"], "id": f"call_{candidate.index}_{i}",
          "type": "tool_call"}
-        for i, call in enumerate(chosen.tool_calls)
+        for i, call in enumerate(candidate.tool_calls)
     ]  # fmt: skip
-    answer = AIMessage("" if calls else chosen.text, tool_calls=calls)
-    return Outcome(answer, "vote", [chosen.index], chosen=chosen.index)
+    return AIMessage("" if calls else candidate.text, tool_calls=calls)
 
 
 def _synthesize(
@@ -179,15 +200,19 @@ def _select(
     )
     judge = yield AggregatorRequest(prompt, stream=False, step=0)
     shown = parse_selection(judge.text, len(candidates))
-    if shown is None:
+    chosen = None if shown is None else candidates[order[shown]]
+    if chosen is None or (settings.calls_expected and not chosen.tool_calls):
         outcome = yield from _synthesize(settings, messages, candidates, rng, step=1)
-        outcome.fallback = "select: the aggregator's reply named no response number"
+        outcome.fallback = (
+            "select: the aggregator's reply named no response number"
+            if chosen is None
+            else "select: the chosen proposal made no tool call"
+        )
         outcome.judge_text = judge.text
         outcome.replies.insert(0, judge)
         return outcome
-    chosen = candidates[order[shown]]
     return Outcome(
-        AIMessage(chosen.text),
+        _reply(chosen),
         "select",
         [chosen.index],
         chosen=chosen.index,

@@ -199,22 +199,41 @@ class ChatMoA(BaseChatModel):
         include_raw: bool = False,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
-        """Return a runnable whose answer is `schema`'s object, through the aggregator's call.
+        """Return a runnable whose answer is `schema`'s object, made the aggregator mode's way.
 
-        LangChain's function-calling method: the schema is bound as the one tool, forced by name
-        (so the embedded model fills it under a grammar), and the call's arguments are parsed.
+        The schema is bound as the one tool, forced by name (LangChain's function-calling
+        method; the embedded model then fills it under a grammar), and the answer's call is
+        parsed and validated. Per ``aggregator_mode``:
+
+        - ``synthesize`` / ``sequential``: the aggregator reads the text proposals and fills
+          the schema.
+        - ``vote``: every proposer fills the schema, and the most common object (arguments
+          compared with sorted keys) is the answer, a draw going to the earliest; proposals
+          that made no call do not count, and with none the aggregator fills it.
+        - ``select``: every proposer fills the schema, the aggregator picks one; when its
+          reply names none, or the chosen proposal made no call, the aggregator fills it.
 
         Args:
             schema: A Pydantic model, a TypedDict or a JSON Schema.
             include_raw: Return ``{"raw", "parsed", "parsing_error"}`` and never raise for a
                 reply that does not fit (LangChain's contract).
-            **kwargs: ``method`` and ``strict`` are accepted and ignored (function calling).
+            **kwargs: ``method`` and ``strict`` are accepted and ignored (function calling is
+                the method every provider here supports, the embedded model included).
 
         Raises:
             StructuredOutputError: Without `include_raw`, when the reply does not fit the
-                schema; it keeps the reply and the run's records.
+                schema; it keeps the reply (``raw``) and the run's records (``records``).
         """
-        raw_and_parsed = super().with_structured_output(schema, include_raw=True, **kwargs)
+        kwargs.pop("method", None)
+        kwargs.pop("strict", None)
+        model = self
+        settings = self._settings()
+        if settings.aggregator_mode in ("vote", "select"):
+            panel = dataclasses.replace(settings, proposer_tools=True)
+            model = self.model_copy(update={"context": panel})  # the same compiled graph
+        raw_and_parsed = BaseChatModel.with_structured_output(
+            model, schema, include_raw=True, **kwargs
+        )
         if include_raw:
             return raw_and_parsed
         return raw_and_parsed | RunnableLambda(_parsed_or_raise)

@@ -47,7 +47,7 @@ from moa_graph.references import inject_references, reference_order, with_system
 from moa_graph.review import parse_decision, review_request
 from moa_graph.state import Aggregation, MoAState, Proposal, Review
 from moa_graph.stragglers import LayerGate, layer_gate
-from moa_graph.tool_turns import render_tool_turns
+from moa_graph.tool_turns import forces_a_call, render_tool_turns
 from moa_graph.trust import RequestPolicy
 from moa_graph.usage import total_usage, usage_of
 
@@ -304,6 +304,9 @@ class MoANodes:
             shuffle=ctx.shuffle_references,
             answer_pattern=ctx.answer_pattern,
             window_size=ctx.window_size,
+            calls_expected=bool(
+                ctx.tools and ctx.proposer_tools and forces_a_call(ctx.tool_choice)
+            ),
         )
         candidates = aggregator_candidates(state["proposals"], state["layer"], state.get("review"))
         rng = _rng(ctx, ctx.rounds + 1)

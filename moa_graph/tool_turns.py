@@ -20,6 +20,11 @@ def has_tool_turns(messages: Sequence[BaseMessage]) -> bool:
     )
 
 
+def forces_a_call(tool_choice: str | Mapping[str, Any] | None) -> bool:
+    """Return True when `tool_choice` makes the model call a tool (any but auto, none, unset)."""
+    return tool_choice not in (None, "auto", "none")
+
+
 def render_tool_turns(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
     """Return `messages` with tool calls and tool results written as plain text.
 

@@ -203,3 +203,60 @@ def test_an_answer_that_does_not_fit_is_an_error_that_keeps_the_records(tool_ser
     assert caught.value.raw.tool_calls[0]["args"] == {"a": 3, "b": 4}
     raw = moa("openai:p").with_structured_output(Product, include_raw=True).invoke("3 and 4")
     assert raw["parsed"] is None and raw["parsing_error"] is not None  # LangChain's contract
+
+
+class Sum(BaseModel):
+    a: int
+    b: int
+
+
+def structured_script(body: dict) -> "str | ToolCall":
+    """Proposers given the schema fill it (r with 5 and 6, t answers in text anyway); the
+    aggregator judges "Response 2" without tools and fills 0 and 0 with them."""
+    tools = body.get("tools")
+    if body["model"] == "agg":
+        return ToolCall(tools[0]["function"]["name"], {"a": 0, "b": 0}) if tools else "Response 2"
+    if not tools or body["model"] == "t":
+        return f"proposal from {body['model']}"
+    return ToolCall(tools[0]["function"]["name"], {"a": 5, "b": 6} if body["model"] == "r" else
+                    {"b": 4, "a": 3})  # fmt: skip
+
+
+def structured(mode: str, *proposers: str) -> ChatMoA:
+    context = MoAContext(proposers=[f"openai:{p}" for p in proposers], aggregator="openai:agg",
+                         retries=0, aggregator_mode=mode)  # fmt: skip
+    return ChatMoA(context=context)
+
+
+@pytest.fixture
+def structured_server(
+    openai_upstream: Callable[[Script], ScriptedOpenAIServer],
+) -> ScriptedOpenAIServer:
+    return openai_upstream(structured_script)
+
+
+def test_vote_votes_over_the_parsed_objects(structured_server: ScriptedOpenAIServer) -> None:
+    answer = structured("vote", "r", "p", "q").with_structured_output(Sum).invoke("3 and 4")
+    assert answer == Sum(a=3, b=4)  # two of three, their arguments compared with sorted keys
+    assert all(b["model"] != "agg" for b in structured_server.requests)  # no aggregator call
+    assert all(b["tool_choice"]["function"]["name"] == "Sum" for b in structured_server.requests)
+
+
+def test_vote_counts_only_proposals_that_filled_the_schema(structured_server) -> None:
+    raw = structured("vote", "t", "t", "r").with_structured_output(Sum, include_raw=True)
+    out = raw.invoke("3 and 4")
+    assert out["parsed"] == Sum(a=5, b=6)  # the two text answers would have won a text vote
+    assert out["raw"].response_metadata["aggregation"]["chosen"] == 2
+
+
+def test_select_keeps_the_chosen_object_and_falls_back_when_it_made_none(
+    structured_server: ScriptedOpenAIServer,
+) -> None:
+    assert structured("select", "p", "r").with_structured_output(Sum).invoke("3 and 4") == Sum(
+        a=5, b=6
+    )
+    out = structured("select", "p", "t").with_structured_output(Sum, include_raw=True).invoke("x")
+    assert out["parsed"] == Sum(a=0, b=0)  # the aggregator filled it
+    aggregation = out["raw"].response_metadata["aggregation"]
+    assert aggregation["mode"] == "synthesize"
+    assert aggregation["fallback"] == "select: the chosen proposal made no tool call"

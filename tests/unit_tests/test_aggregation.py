@@ -1,11 +1,20 @@
 """The aggregator modes through the graph: select, vote, sequential, and failures."""
 
+import random
 import re
 
 import pytest
+from langchain_core.messages import AIMessage, HumanMessage
 
 from moa_graph import AGGREGATE_AND_SYNTHESIZE_PROMPT
-from moa_graph.aggregation import majority, parse_selection, sequential_windows
+from moa_graph.aggregation import (
+    AggregationSettings,
+    Candidate,
+    aggregate,
+    majority,
+    parse_selection,
+    sequential_windows,
+)
 from moa_graph.prompts import SELECT_MOST_CONSISTENT_PROMPT
 from tests.fakes import ScriptedChatModel, run_moa, scripted_proposers
 
@@ -135,3 +144,18 @@ async def test_a_failed_aggregator_keeps_the_proposals_in_its_error() -> None:
     with pytest.raises(AggregatorError, match="aggregator agg: RuntimeError: overloaded") as err:
         await run_moa(scripted_proposers("a", "b"), aggregator)
     assert [p["content"] for p in err.value.records] == ["a", "b"]
+
+
+def test_when_calls_are_expected_a_vote_without_one_is_synthesized() -> None:
+    settings = AggregationSettings(
+        mode="vote", prompt="P", reference_format="numbered", shuffle=False,
+        answer_pattern=None, window_size=3, calls_expected=True,
+    )  # fmt: skip
+    candidates = [Candidate(0, "seven"), Candidate(1, "seven")]
+    steps = aggregate(settings, [HumanMessage("3 + 4?")], candidates, random.Random(0))
+    request = next(steps)
+    assert request.stream  # the aggregator writes (and may call the tool)
+    with pytest.raises(StopIteration) as done:
+        steps.send(AIMessage("", tool_calls=[{"name": "add", "args": {}, "id": "1"}]))
+    outcome = done.value.value
+    assert outcome.mode == "synthesize" and outcome.fallback == "vote: no proposal made a tool call"
