@@ -7,6 +7,12 @@ the Converse request into an OpenAI chat completion on `openai_base_url` (the em
 server), and answers in Converse's shape with ``usage`` and ``stopReason``. Every model id
 is answered by that one local model.
 
+Tools go both ways: a ``toolConfig`` becomes OpenAI ``tools`` and ``tool_choice`` (``auto``,
+``any`` as ``required``, ``tool`` by name), ``toolUse`` and ``toolResult`` blocks become
+assistant tool calls and tool messages, and a reply's tool calls come back as ``toolUse``
+blocks with ``stopReason: tool_use``. As Bedrock does, a request that holds ``toolUse`` or
+``toolResult`` blocks without a ``toolConfig`` is refused with a ``ValidationException``.
+
 Reference: Amazon Bedrock API reference, "Converse" (Runtime), request and response syntax.
 """
 
@@ -28,7 +34,10 @@ _AUTH = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/\d{8}/(?P<region>[^/]+)/bedrock/aws4_request, "
     r"SignedHeaders=(?P<headers>[^,]+), Signature=(?P<signature>[0-9a-f]{64})"
 )
-_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+NO_TOOL_CONFIG = (
+    "The toolConfig field must be defined when using toolUse and toolResult content blocks."
+)
 
 
 class ConverseEndpoint:
@@ -43,6 +52,8 @@ class ConverseEndpoint:
         requests: The model id and Converse body of every correctly signed request.
         usages: The ``usage`` object of every answer, in the same order.
         rejected: How many requests failed the signature check.
+        refused: The model id and body of every request refused as Bedrock would (tool blocks
+            without a ``toolConfig``).
     """
 
     def __init__(self, openai_base_url: str, *, model: str = "smollm2") -> None:
@@ -52,6 +63,7 @@ class ConverseEndpoint:
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.usages: list[dict[str, int]] = []
         self.rejected = 0
+        self.refused: list[tuple[str, dict[str, Any]]] = []
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> "ConverseEndpoint":
@@ -72,6 +84,11 @@ class ConverseEndpoint:
                     )
                 model_id = urllib.request.unquote(match["model"])
                 request = json.loads(body)
+                if "toolConfig" not in request and _has_tool_blocks(request):
+                    endpoint.refused.append((model_id, request))
+                    return self._reply(
+                        400, {"message": NO_TOOL_CONFIG}, error_type="ValidationException"
+                    )
                 endpoint.requests.append((model_id, request))
                 self._reply(200, endpoint.converse(request))
 
@@ -124,10 +141,11 @@ class ConverseEndpoint:
             {"role": "system", "content": "\n".join(b["text"] for b in request["system"])}
         ] if request.get("system") else []  # fmt: skip
         for message in request["messages"]:
-            text = "".join(block.get("text", "") for block in message["content"])
-            messages.append({"role": message["role"], "content": text})
+            messages.extend(_openai_messages(message))
         config = request.get("inferenceConfig", {})
-        chat = {"model": self.model, "messages": messages}
+        chat: dict[str, Any] = {"model": self.model, "messages": messages}
+        if "toolConfig" in request:
+            chat.update(_openai_tools(request["toolConfig"]))
         for converse_key, openai_key in (
             ("maxTokens", "max_tokens"), ("temperature", "temperature"), ("topP", "top_p"),
             ("stopSequences", "stop"),
@@ -150,13 +168,75 @@ class ConverseEndpoint:
             }
         )
         return {
-            "output": {
-                "message": {
-                    "role": "assistant",
-                    "content": [{"text": choice["message"]["content"]}],
-                }
-            },
+            "output": {"message": {"role": "assistant", "content": _blocks(choice["message"])}},
             "stopReason": _STOP_REASONS.get(choice["finish_reason"], "end_turn"),
             "usage": self.usages[-1],
             "metrics": {"latencyMs": 0},
         }
+
+
+def _has_tool_blocks(request: dict[str, Any]) -> bool:
+    return any(
+        "toolUse" in block or "toolResult" in block
+        for message in request["messages"]
+        for block in message["content"]
+    )
+
+
+def _openai_messages(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """One Converse message as OpenAI chat messages (a tool result is a ``tool`` message)."""
+    text = "".join(block.get("text", "") for block in message["content"])
+    calls = [block["toolUse"] for block in message["content"] if "toolUse" in block]
+    results = [block["toolResult"] for block in message["content"] if "toolResult" in block]
+    out: list[dict[str, Any]] = [
+        {
+            "role": "tool",
+            "tool_call_id": result["toolUseId"],
+            "content": "".join(
+                part["text"] if "text" in part else json.dumps(part.get("json"))
+                for part in result["content"]
+            ),
+        }
+        for result in results
+    ]
+    if calls:
+        out.append({
+            "role": "assistant", "content": text,  # the embedded server refuses null
+            "tool_calls": [
+                {"id": call["toolUseId"], "type": "function",
+                 "function": {"name": call["name"], "arguments": json.dumps(call["input"])}}
+                for call in calls
+            ],
+        })  # fmt: skip
+    elif text or not results:
+        out.append({"role": message["role"], "content": text})
+    return out
+
+
+def _openai_tools(config: dict[str, Any]) -> dict[str, Any]:
+    """A Converse ``toolConfig`` as OpenAI ``tools`` and ``tool_choice``."""
+    tools = [
+        {"type": "function", "function": {
+            "name": spec["name"], "description": spec.get("description", ""),
+            "parameters": spec["inputSchema"]["json"],
+        }}
+        for spec in (tool["toolSpec"] for tool in config["tools"])
+    ]  # fmt: skip
+    choice = config.get("toolChoice", {"auto": {}})
+    if "tool" in choice:
+        return {
+            "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": choice["tool"]["name"]}},
+        }
+    return {"tools": tools, "tool_choice": "required" if "any" in choice else "auto"}
+
+
+def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """An OpenAI reply message as Converse content blocks (tool calls as ``toolUse``)."""
+    blocks: list[dict[str, Any]] = [{"text": message["content"]}] if message.get("content") else []
+    for call in message.get("tool_calls") or []:
+        blocks.append({"toolUse": {
+            "toolUseId": call["id"], "name": call["function"]["name"],
+            "input": json.loads(call["function"]["arguments"] or "{}"),
+        }})  # fmt: skip
+    return blocks or [{"text": ""}]

@@ -8,16 +8,29 @@ Bedrock Converse API (tests/bedrock_converse_endpoint.py).
 
 import json
 import sqlite3
+import warnings
 from pathlib import Path
+from typing import Literal
 
+import boto3
 import langsmith
 import pytest
+from botocore.exceptions import ClientError
+from langchain.agents import create_agent
 from langchain_aws import ChatBedrockConverse
 from langchain_core.messages import HumanMessage
+from langchain_core.tools import tool
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from pydantic import BaseModel
 
-from moa_graph import MoAContext, build_moa_graph
-from tests.bedrock_converse_endpoint import REGION, SECRET_ACCESS_KEY, ConverseEndpoint
+from moa_graph import ChatMoA, MoAContext, build_moa_graph
+from moa_graph.agents import ForceToolOnFirstCall
+from tests.bedrock_converse_endpoint import (
+    NO_TOOL_CONFIG,
+    REGION,
+    SECRET_ACCESS_KEY,
+    ConverseEndpoint,
+)
 from tests.integration_tests.conftest import OPENAI_KEY
 from tests.tracing_capture import CapturedTraces
 
@@ -26,6 +39,8 @@ pytestmark = pytest.mark.integration
 QUESTION = {"messages": [HumanMessage("Name one planet of the solar system.")]}
 BEDROCK_MODEL = "local.smollm2"  # any id: the endpoint answers every one with the local model
 MIXED = ["local:smollm2", "openai:smollm2", f"bedrock_converse:{BEDROCK_MODEL}"]
+# langchain-aws forces a tool choice only for model ids it knows support it (Claude, Nova, ...).
+BEDROCK_TOOL_SPEC = "bedrock_converse:amazon.nova-lite-v1:0"
 
 
 async def test_openai_specs_on_a_compatible_server_stream_the_aggregator(
@@ -128,3 +143,58 @@ async def test_no_secret_in_traces_state_or_checkpoints(
         assert secret not in bodies
         assert secret not in state_text
         assert secret.encode() not in checkpoints
+
+
+@tool
+def calculate(op: Literal["+", "-", "*", "/"], a: float, b: float) -> float:
+    """Compute a op b for two numbers; op is one of + - * /."""
+    return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else float("nan")}[op]
+
+
+class Colour(BaseModel):
+    name: str
+    primary: bool
+
+
+def test_the_converse_endpoint_refuses_tool_blocks_without_a_tool_config(
+    hosted_env: ConverseEndpoint,
+) -> None:
+    # Straight through boto3: langchain-aws itself rewrites such blocks as text, with a warning.
+    client = boto3.client("bedrock-runtime", endpoint_url=hosted_env.url)
+    turn = [
+        {"role": "user", "content": [{"text": "What is 1 + 2?"}]},
+        {"role": "assistant", "content": [{"toolUse": {
+            "toolUseId": "t1", "name": "calculate", "input": {"op": "+", "a": 1, "b": 2}}}]},
+        {"role": "user", "content": [{"toolResult": {"toolUseId": "t1",
+                                                     "content": [{"text": "3.0"}]}}]},
+    ]  # fmt: skip
+    with pytest.raises(ClientError, match="ValidationException") as refused:
+        client.converse(modelId=BEDROCK_MODEL, messages=turn)
+    assert NO_TOOL_CONFIG in str(refused.value)  # as Bedrock does
+
+
+def test_bedrock_converse_tool_loop_and_structured_output(hosted_env: ConverseEndpoint) -> None:
+    context = MoAContext(proposers=[BEDROCK_TOOL_SPEC] * 2, aggregator=BEDROCK_TOOL_SPEC,
+                         max_tokens=64, retries=0)  # fmt: skip
+    moa = ChatMoA(context=context)
+    assert isinstance(moa.with_structured_output(Colour).invoke("Name a primary colour."), Colour)
+    forced = hosted_env.requests[-1][1]["toolConfig"]
+    assert forced["toolChoice"] == {"tool": {"name": "Colour"}}
+
+    start, refused = len(hosted_env.requests), len(hosted_env.refused)
+    agent = create_agent(moa, tools=[calculate], middleware=[ForceToolOnFirstCall("calculate")])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = agent.invoke({"messages": [("user", "What is 17 + 25?")]})
+    # Proposers get the tool turns as text from moa-graph, not from langchain-aws's rewrite.
+    assert not [w for w in caught if "without toolConfig" in str(w.message)]
+    assert [m.type for m in out["messages"]] == ["human", "ai", "tool", "ai"]
+    assert out["messages"][1].tool_calls[0]["name"] == "calculate"
+    assert len(hosted_env.refused) == refused  # no request was refused
+    second_turn = hosted_env.requests[start + 3 :]  # two proposers, then the aggregator
+    *proposers, aggregator = [request for _, request in second_turn]
+    blocks = [list(b) for m in aggregator["messages"] for b in m["content"]]
+    assert ["toolUse"] in blocks and ["toolResult"] in blocks and "toolConfig" in aggregator
+    for request in proposers:  # no tools: the tool turns arrive as text
+        assert "toolConfig" not in request
+        assert "[called tools: calculate(" in json.dumps(request["messages"])
