@@ -27,10 +27,10 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph.state import CompiledStateGraph
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
 from moa_graph.context import MoAContext
-from moa_graph.errors import StructuredOutputError
+from moa_graph.errors import MoAConfigError, StructuredOutputError
 from moa_graph.graph import build_moa_graph
 from moa_graph.state import Proposal
 from moa_graph.usage import run_usage
@@ -64,17 +64,34 @@ class ChatMoA(BaseChatModel):
     layer), and ``degraded``: True when fewer proposals than asked went into the answer.
 
     Raises:
+        pydantic.ValidationError: An unknown argument, or a run setting (``temperature``,
+            ``max_tokens``, ...) given to ``ChatMoA`` instead of its ``context``.
         MoAConfigError: Bad settings, before any model is called (when the run starts).
         ProposerQuorumError, AggregatorError: The run failed; ``records`` keeps the proposals.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     context: MoAContext | None = None
     proposers: Sequence[BaseChatModel] | Sequence[Sequence[BaseChatModel]] | None = None
     aggregator: BaseChatModel | None = None
     model_name: str = "moa"
     _graph: CompiledStateGraph[Any, Any, Any, Any] = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_go_in_the_context(cls, values: Any) -> Any:
+        """Refuse run settings given as arguments: they belong in ``context``, named."""
+        if isinstance(values, dict):
+            context_fields = {f.name for f in dataclasses.fields(MoAContext)}
+            settings = (context_fields & set(values)) - set(cls.model_fields)
+            if settings:
+                names = ", ".join(sorted(settings))
+                raise MoAConfigError(
+                    f"ChatMoA({names}=...): run settings go in the context: "
+                    f"ChatMoA(context=MoAContext({names}=...))"
+                )
+        return values
 
     def model_post_init(self, context: Any, /) -> None:
         """Build the graph once: every call of this model runs it; declare what it can do."""

@@ -96,3 +96,10 @@ def test_settings_come_from_the_context() -> None:
     )
     reply = moa.invoke("What is 40 + 2?")
     assert reply.content == "42" and reply.response_metadata["aggregation"]["calls"] == 0
+
+
+def test_a_run_setting_given_as_an_argument_says_where_it_goes() -> None:
+    with pytest.raises(ValueError, match=r"ChatMoA\(context=MoAContext\(temperature=\.\.\.\)\)"):
+        ChatMoA(temperature=0)
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+        ChatMoA(temprature=0)
