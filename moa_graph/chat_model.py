@@ -29,7 +29,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
-from moa_graph.context import MoAContext
+from moa_graph.context import PROPOSAL_MODES, MoAContext
 from moa_graph.errors import MoAConfigError, StructuredOutputError
 from moa_graph.graph import build_moa_graph
 from moa_graph.state import Proposal
@@ -245,7 +245,7 @@ class ChatMoA(BaseChatModel):
         kwargs.pop("strict", None)
         model = self
         settings = self._settings()
-        if settings.aggregator_mode in ("vote", "select"):
+        if settings.aggregator_mode in PROPOSAL_MODES:
             panel = dataclasses.replace(settings, proposer_tools=True)
             model = self.model_copy(update={"context": panel})  # the same compiled graph
         raw_and_parsed = BaseChatModel.with_structured_output(

@@ -22,6 +22,9 @@ from moa_graph.validation import (
 AggregatorMode = Literal["synthesize", "select", "vote", "sequential"]
 ReferenceFormat = Literal["numbered", "tagged"]
 _MODES: tuple[str, ...] = get_args(AggregatorMode)
+PROPOSAL_MODES = frozenset({"select", "vote"})
+"""Aggregator modes whose answer is one proposal: for an answer that must be a tool call (or a
+structured object), their proposers need the tools too."""
 _FORMATS: tuple[str, ...] = get_args(ReferenceFormat)
 
 

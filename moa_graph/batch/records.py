@@ -51,6 +51,8 @@ class BatchRecord(TypedDict):
         prompt: The prompt, for a prompt row.
         messages: The conversation, for a messages row.
         answer: The answer text, or None when the run failed.
+        tool_calls: The tool calls the answer made (``name`` and ``args`` each), only when it
+            made some (runs with ``tools``).
         status: ``"ok"`` or ``"error"``.
         error: Why it failed, or None.
         proposals: Every proposer call of the run (kept for failed runs too).
@@ -70,6 +72,7 @@ class BatchRecord(TypedDict):
     prompt: NotRequired[str]
     messages: NotRequired[list[Any]]
     answer: str | None
+    tool_calls: NotRequired[list[dict[str, Any]]]
     status: Literal["ok", "error"]
     error: BatchError | None
     proposals: list[Proposal]
@@ -113,11 +116,14 @@ async def run_pair(
         return error_record(row, sample, key, exc, _since(start))
     proposals, aggregation = out.get("proposals", []), out.get("aggregation")
     by_model = usage_by_model(proposals, aggregation)
+    answer = out["messages"][-1]
+    calls = [{"name": c["name"], "args": c["args"]} for c in getattr(answer, "tool_calls", [])]
     return cast(
         BatchRecord,
         {
             **_record_base(row, sample, key),
-            "answer": out["messages"][-1].text,
+            "answer": answer.text,
+            **({"tool_calls": calls} if calls else {}),
             "status": "ok",
             "error": None,
             "proposals": proposals,

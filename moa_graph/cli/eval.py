@@ -34,7 +34,8 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     add(
         "--suite",
         required=True,
-        help="additions (two-digit sums, 8,100 distinct), arithmetic, products, gsm, "
+        help="additions (two-digit sums, 8,100 distinct), tool-calls (forced calculate(op, a, "
+        "b) calls, exact arguments), arithmetic, products, gsm, "
         "reasoning-gym:NAME (the 'eval' extra), jsonl:FILE "
         "(prompt and optional reference per line), mt-bench (judged), alpaca:FILE (judged)",
     )

@@ -4,6 +4,7 @@ Every figure of the report (`moa_graph.eval.report`) is computed from these reco
 ``items.jsonl`` holds them, so each number can be traced to the items.
 """
 
+import json
 from typing import Any, NotRequired
 
 from typing_extensions import TypedDict
@@ -35,7 +36,8 @@ class ItemRecord(TypedDict):
         system: The system's name.
         category: The item's category, or None.
         ok: True when every turn answered.
-        answer: The last turn's answer, or None when a turn failed.
+        answer: The last turn's answer as scored (`scored_answer`: tool calls as JSON when it
+            made some), or None when a turn failed.
         turns: Each turn's answer, status, latency, usage, calls and cost.
         reference: The exact answer (exact-answer suites), or None.
         score: 1.0/0.0 (exact), the mean rating (single judging), or None.
@@ -78,6 +80,16 @@ class ItemRecord(TypedDict):
     first_position: NotRequired[int]
 
 
+def scored_answer(turn: BatchRecord) -> str | None:
+    """Return the answer as a checker scores it.
+
+    Its tool calls as JSON when it made some (``[{"name": ..., "args": {...}}]``), else its
+    text (None when the turn failed).
+    """
+    calls = turn.get("tool_calls")
+    return json.dumps(calls, sort_keys=True) if calls else turn["answer"]
+
+
 def item_record(item: Item, system: str, turns: list[BatchRecord]) -> ItemRecord:
     """Return the record of `system` on `item` from its turns' batch records (unscored)."""
     ok = len(turns) == len(item.turns) and all(t["status"] == "ok" for t in turns)
@@ -89,12 +101,12 @@ def item_record(item: Item, system: str, turns: list[BatchRecord]) -> ItemRecord
             "system": system,
             "category": item.category,
             "ok": ok,
-            "answer": turns[-1]["answer"] if ok else None,
+            "answer": scored_answer(turns[-1]) if ok else None,
             "turns": [
                 TurnRecord(
                     **{
                         "prompt": t.get("prompt"),
-                        "answer": t["answer"],
+                        "answer": scored_answer(t),
                         "status": t["status"],
                         "error": t["error"],
                         "latency_s": t["latency_s"],

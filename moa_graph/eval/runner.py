@@ -18,6 +18,7 @@ from moa_graph.batch.records import BatchRecord
 from moa_graph.batch.rows import Row
 from moa_graph.batch.runner import BatchRunner, settings_of
 from moa_graph.batch.store import RecordStore
+from moa_graph.context import PROPOSAL_MODES, MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.eval.judge import Judge
 from moa_graph.eval.judging import JudgeMode, judge_all
@@ -80,6 +81,9 @@ async def arun_eval(
     # The seed is part of every system's settings, so each run's seed (derived from its key
     # by the batch runner) changes with it.
     chosen, best_single = parse_systems(list(systems), {**(settings or {}), "seed": seed})
+    if loaded.tools:
+        chosen = [dataclasses.replace(s, context=_answering_with_calls(s.context, loaded))
+                  for s in chosen]  # fmt: skip
     names = [s.name for s in chosen]
     baseline = baseline or names[0]
     if baseline not in names:
@@ -154,6 +158,20 @@ def run_eval(suite: str | Suite, systems: Sequence[str], **options: Any) -> Eval
         print(report.to_markdown())
     """
     return run_sync(arun_eval(suite, systems, **options))
+
+
+def _answering_with_calls(context: MoAContext, suite: Suite) -> MoAContext:
+    """Return `context` answering with calls of the suite's tools.
+
+    The aggregator gets them, and so do the proposers where the answer is a proposal
+    (``vote``, ``select``).
+    """
+    return dataclasses.replace(
+        context,
+        tools=suite.tools,
+        tool_choice=suite.tool_choice,
+        proposer_tools=context.proposer_tools or context.aggregator_mode in PROPOSAL_MODES,
+    )
 
 
 def _check_models(system: System) -> None:

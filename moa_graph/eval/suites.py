@@ -12,6 +12,10 @@ Suite names (`load_suite`):
 - ``products``: reasoning-gym ``products``, 2 one-digit factors.
 - ``additions``: "Calculate A + B. Give only the final number." with A and B from 10 to 99,
   drawn without repeats (8,100 distinct items), scored on the answer's last number.
+- ``tool-calls``: "What is A plus B?" (plus, minus, times, divided by; A and B from 10 to 99,
+  32,400 distinct items) answered by a forced call of one ``calculate(op, a, b)`` tool (the
+  operation is an argument, so naming the forced tool does not give the answer away), scored
+  by exact match of the call's name and arguments.
 - ``gsm``: reasoning-gym ``gsm_symbolic``, GSM8K-style word problems from templates.
 - ``reasoning-gym:NAME``: any reasoning-gym dataset with its default configuration.
 - ``jsonl:FILE``: one object per line, ``prompt`` (or ``turns``, a list of user turns),
@@ -64,6 +68,27 @@ MAX_DRAWS = 100_000
 ADDITIONS = "Calculate {a} + {b}. Give only the final number."
 """The ``additions`` suite's question: two-digit numbers, 10 to 99 (8,100 distinct items)."""
 
+CALCULATE: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "calculate",
+        "description": "Compute a op b for two numbers; op is one of + - * /.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "op": {"type": "string", "enum": ["+", "-", "*", "/"]},
+                "a": {"type": "number"},
+                "b": {"type": "number"},
+            },
+            "required": ["op", "a", "b"],
+        },
+    },
+}
+"""The ``tool-calls`` suite's one tool, as an OpenAI function tool."""
+
+OPERATIONS = {"+": "plus", "-": "minus", "*": "times", "/": "divided by"}
+"""The ``tool-calls`` suite's operations and how its questions name them."""
+
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
@@ -98,6 +123,9 @@ class Suite:
         description: One line for the report.
         repeated: Items dropped because their prompt (all turns) repeated an earlier item's:
             each distinct prompt is scored once (`distinct`).
+        tools: OpenAI function tools every system is given (its answer is then a call), or
+            None.
+        tool_choice: The tool choice that goes with `tools` (a tool's name forces it).
     """
 
     name: str
@@ -105,6 +133,8 @@ class Suite:
     checker: Checker | None
     description: str
     repeated: int = 0
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | None = None
 
     @property
     def judged(self) -> bool:
@@ -121,7 +151,7 @@ def load_suite(name: str, *, n: int | None = None, seed: int = 7) -> Suite:
     """Return the suite `name` (see the module docstring), cut to its first `n` items.
 
     Args:
-        name: A suite name: ``arithmetic``, ``products``, ``gsm``, ``additions``,
+        name: A suite name: ``arithmetic``, ``products``, ``gsm``, ``additions``, ``tool-calls``,
             ``reasoning-gym:NAME``, ``jsonl:FILE``, ``mt-bench`` or ``alpaca:FILE``.
         n: Keep the first `n` distinct items; None keeps all (`DEFAULT_ITEMS` for generated
             suites, which draw until they have `n` distinct items).
@@ -143,6 +173,8 @@ def load_suite(name: str, *, n: int | None = None, seed: int = 7) -> Suite:
         suite = _reasoning_gym(name, dataset, config, suffix, n or DEFAULT_ITEMS, seed)
     elif name == "additions":
         suite = _additions(n or DEFAULT_ITEMS, seed)
+    elif name == "tool-calls":
+        suite = _tool_calls(n or DEFAULT_ITEMS, seed)
     elif kind == "reasoning-gym" and argument:
         suite = _reasoning_gym(name, argument, {}, "", n or DEFAULT_ITEMS, seed)
     elif kind == "jsonl" and argument:
@@ -153,7 +185,8 @@ def load_suite(name: str, *, n: int | None = None, seed: int = 7) -> Suite:
         suite = _alpaca(name, Path(argument))
     else:
         raise MoAConfigError(
-            f"suite={name!r} is unknown: use one of {sorted([*GENERATED, 'additions'])}, "
+            f"suite={name!r} is unknown: use one of "
+            f"{sorted([*GENERATED, 'additions', 'tool-calls'])}, "
             "'reasoning-gym:NAME', "
             "'jsonl:FILE', 'mt-bench' or 'alpaca:FILE'"
         )
@@ -213,6 +246,44 @@ def _additions(size: int, seed: int) -> Suite:
         items,
         lambda item, answer: exact_match(item.reference or "", answer),
         f"two-digit additions (10-99 + 10-99), seed {seed}, scored on the last number",
+    )
+
+
+def call_match(reference: str, answer: str) -> float:
+    """Score a tool-call answer: 1.0 when it makes exactly the reference's calls.
+
+    Both are JSON lists of ``{"name", "args"}`` (`moa_graph.eval.records.scored_answer`);
+    numbers compare by value (``4 == 4.0``). An answer in text scores 0.0.
+    """
+    try:
+        calls = json.loads(answer)
+    except json.JSONDecodeError:
+        return 0.0
+    return float(calls == json.loads(reference))
+
+
+def _tool_calls(size: int, seed: int) -> Suite:
+    questions = [(op, a, b) for op in OPERATIONS for a in range(10, 100) for b in range(10, 100)]
+    if size > len(questions):
+        raise MoAConfigError(
+            f"suite 'tool-calls' has {len(questions)} distinct items; ask for n <= {len(questions)}"
+        )
+    items = [
+        Item(
+            id=f"{a}{op}{b}",
+            turns=(f"What is {a} {OPERATIONS[op]} {b}?",),
+            reference=json.dumps([{"name": "calculate", "args": {"a": a, "b": b, "op": op}}]),
+        )
+        for op, a, b in random.Random(seed).sample(questions, size)
+    ]
+    return Suite(
+        "tool-calls",
+        items,
+        lambda item, answer: call_match(item.reference or "", answer),
+        f"calculate(op, a, b) calls for 'What is A plus B?' and the like (4 operations, "
+        f"10-99), the tool forced, exact match of the arguments, seed {seed}",
+        tools=[CALCULATE],
+        tool_choice="calculate",
     )
 
 

@@ -16,8 +16,9 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
-from moa_graph import ChatMoA, MoAContext
+from moa_graph import ChatMoA
 from tests.scripted_openai_server import ScriptedOpenAIServer, ToolCall
+from tests.standard_chat_model import ChatMoASettings
 
 pytestmark = pytest.mark.integration
 
@@ -80,34 +81,7 @@ def openai_env(monkeypatch: pytest.MonkeyPatch, scripted_openai: ScriptedOpenAIS
     monkeypatch.setenv("OPENAI_BASE_URL", scripted_openai.url)
 
 
-class TestChatMoAStandard(ChatModelIntegrationTests):
-    @property
-    def chat_model_class(self) -> type[ChatMoA]:
-        return ChatMoA
-
-    @property
-    def standard_chat_model_params(self) -> dict[str, Any]:
-        # ChatMoA takes temperature, max_tokens, timeout, stop and retries in its MoAContext.
-        return {}
-
-    @property
-    def chat_model_params(self) -> dict[str, Any]:
-        context = MoAContext(proposers=["openai:p", "openai:q"], aggregator="openai:agg",
-                             retries=0, max_tokens=100)  # fmt: skip
-        return {"context": context}
-
-    @property
-    def has_tool_calling(self) -> bool:
-        return True
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def has_structured_output(self) -> bool:
-        return True
-
+class TestChatMoAStandard(ChatMoASettings, ChatModelIntegrationTests):
     @pytest.mark.xfail(
         reason="ChatMoA(stop=...): run settings go in its MoAContext; as arguments they are "
         "refused with that fix rather than ignored",

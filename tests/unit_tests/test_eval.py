@@ -19,8 +19,9 @@ from moa_graph import MoAConfigError, MoAContext, build_moa_graph
 from moa_graph.cli import main
 from moa_graph.eval import arun_eval, load_suite, write_artifacts
 from moa_graph.eval.experiment import log_experiments
+from moa_graph.eval.suites import CALCULATE, OPERATIONS, call_match
 from moa_graph.eval.systems import parse_systems
-from tests.scripted_openai_server import Fault, ScriptedOpenAIServer
+from tests.scripted_openai_server import Fault, ScriptedOpenAIServer, ToolCall
 
 A, B = "single:openai:a", "single:openai:b"
 
@@ -462,3 +463,45 @@ async def test_single_systems_never_start_the_embedded_model(server, tmp_path, m
     suite = jsonl(tmp_path / "s.jsonl", [{"prompt": "q 1", "reference": 2}])
     report = await arun_eval(suite, [A, B])  # the default aggregator is local:smollm2
     assert [s.failures for s in report.systems] == [0, 0]
+
+
+def _calculator(body: dict[str, Any]) -> "str | ToolCall":
+    """Model a calls calculate with the question's operation, b always adds; text untooled."""
+    if not body.get("tools"):
+        return "no tools"
+    a, word, b = re.fullmatch(
+        r"What is (\d+) (.+) (\d+)\?", body["messages"][-1]["content"]
+    ).groups()
+    op = {v: k for k, v in OPERATIONS.items()}[word] if body["model"] == "a" else "+"
+    return ToolCall("calculate", {"op": op, "a": int(a), "b": float(b)})
+
+
+async def test_tool_call_suite_scores_the_calls_arguments(monkeypatch, tmp_path: Path) -> None:
+    suite = load_suite("tool-calls", n=40)
+    assert len({item.turns for item in suite.items}) == 40 and suite.tools == [CALCULATE]
+    running = ScriptedOpenAIServer(_calculator).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
+    try:
+        panel = {"proposers": ["openai:a"] * 2 + ["openai:b"], "aggregator": "openai:agg"}
+        report = await arun_eval("tool-calls", [A, B, "vote"], n=40, settings=panel)
+    finally:
+        running.stop()
+    a, b, vote = report.systems
+    adds = sum('"op": "+"' in (item.reference or "") for item in suite.items)
+    assert (a.correct, b.correct, vote.correct) == (40, adds, 40)  # b's float 4.0 matches 4
+    assert all(body["tool_choice"]["function"]["name"] == "calculate" for body in running.requests)
+    assert all(body["model"] != "agg" for body in running.requests)  # a vote calls no aggregator
+    record = next(r for r in report.records if r["system"] == A)
+    assert json.loads(record["answer"]) == json.loads(record["reference"])
+
+
+def test_call_match() -> None:
+    reference = json.dumps([{"name": "calculate", "args": {"op": "*", "a": 17, "b": 4}}])
+    assert call_match(reference, '[{"name": "calculate", "args": {"a": 17.0, "b": 4, "op": "*"}}]')
+    assert not call_match(
+        reference, '[{"name": "calculate", "args": {"a": 17, "b": 4, "op": "+"}}]'
+    )
+    assert not call_match(reference, "17 * 4 = 68")
+    with pytest.raises(MoAConfigError, match="n <= 32400"):
+        load_suite("tool-calls", n=40_000)
