@@ -8,7 +8,6 @@ aggregation record and a compact summary of each proposal, so a panel that shran
 """
 
 import dataclasses
-import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, cast
 
@@ -21,7 +20,6 @@ from langchain_core.callbacks import (
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool
@@ -29,6 +27,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
+from moa_graph.answer_stream import AnswerStream
 from moa_graph.context import PROPOSAL_MODES, MoAContext
 from moa_graph.errors import MoAConfigError, StructuredOutputError
 from moa_graph.graph import build_moa_graph
@@ -146,13 +145,17 @@ class ChatMoA(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         final: dict[str, Any] = {}
+        answer = AnswerStream()
         for mode, part in self._graph.stream(
             {"messages": messages}, _child_config(run_manager), context=self._settings(**kwargs),
             stream_mode=["messages", "values"],
         ):  # fmt: skip
             if mode == "values":
                 final = cast(dict[str, Any], part)
-            elif (chunk := _token(cast(tuple[BaseMessage, dict[str, Any]], part))) is not None:
+            elif (
+                token := answer.chunk(cast(tuple[BaseMessage, dict[str, Any]], part))
+            ) is not None:
+                chunk = ChatGenerationChunk(message=token)
                 if run_manager:
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
@@ -166,13 +169,17 @@ class ChatMoA(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         final: dict[str, Any] = {}
+        answer = AnswerStream()
         async for mode, part in self._graph.astream(
             {"messages": messages}, _child_config(run_manager), context=self._settings(**kwargs),
             stream_mode=["messages", "values"],
         ):  # fmt: skip
             if mode == "values":
                 final = cast(dict[str, Any], part)
-            elif (chunk := _token(cast(tuple[BaseMessage, dict[str, Any]], part))) is not None:
+            elif (
+                token := answer.chunk(cast(tuple[BaseMessage, dict[str, Any]], part))
+            ) is not None:
+                chunk = ChatGenerationChunk(message=token)
                 if run_manager:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
@@ -298,25 +305,6 @@ def _child_config(
     manager.add_tags(run_manager.inheritable_tags)
     manager.add_metadata(run_manager.inheritable_metadata)
     return RunnableConfig(callbacks=manager)
-
-
-def _token(part: tuple[BaseMessage, dict[str, Any]]) -> ChatGenerationChunk | None:
-    """The aggregator's streamed text or tool-call fragment, as a chunk of the reply."""
-    message, metadata = part
-    if metadata.get("langgraph_node") != "aggregator":
-        return None
-    if isinstance(message, AIMessageChunk):
-        calls = message.tool_call_chunks
-    elif isinstance(message, AIMessage):  # a reply that was not streamed (e.g. a vote)
-        calls = [
-            tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c["id"], index=i)
-            for i, c in enumerate(message.tool_calls)
-        ]
-    else:
-        return None
-    if not message.text and not calls:
-        return None
-    return ChatGenerationChunk(message=AIMessageChunk(content=message.text, tool_call_chunks=calls))
 
 
 def _result(out: dict[str, Any], model_name: str) -> ChatResult:

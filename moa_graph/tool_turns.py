@@ -30,16 +30,19 @@ def render_tool_turns(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
 
     An assistant message with tool calls keeps its text and gains a line
     ``[called tools: name({"arg": ...})]``; a tool result becomes a user message
-    ``[result of tool name]: ...``. Other messages are unchanged.
+    ``[result of tool name]: ...`` (the name from the result, else from the call it answers,
+    else its call id). Other messages are unchanged.
     """
     if not has_tool_turns(messages):
         return list(messages)
     rendered: list[BaseMessage] = []
+    names: dict[str, str] = {}
     for message in messages:
         if isinstance(message, AIMessage) and message.tool_calls:
+            names.update({c["id"]: c["name"] for c in message.tool_calls if c["id"]})
             rendered.append(AIMessage(describe_calls(message.text, message.tool_calls)))
         elif isinstance(message, ToolMessage):
-            name = message.name or message.tool_call_id
+            name = message.name or names.get(message.tool_call_id, message.tool_call_id)
             rendered.append(HumanMessage(f"[result of tool {name}]: {message.text}"))
         else:
             rendered.append(message)

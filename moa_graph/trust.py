@@ -17,13 +17,18 @@ The operator's settings (environment variables, read by `RequestPolicy.from_envi
   unset, a request cannot set those fields at all.
 - Budgets, checked before any call: ``MOA_SERVE_MAX_ROUNDS`` (3), ``MOA_SERVE_MAX_CALLS`` (24
   model calls per request, see `moa_graph.budget`), ``MOA_SERVE_MAX_TOKENS`` (4096 per call),
-  ``MOA_SERVE_MAX_TIMEOUT_S`` (300 s per call), ``MOA_SERVE_MAX_MESSAGES`` (256) and
-  ``MOA_SERVE_MAX_BODY_BYTES`` (2 MiB).
+  ``MOA_SERVE_MAX_TIMEOUT_S`` (300 s per call), ``MOA_SERVE_MAX_MESSAGES`` (256),
+  ``MOA_SERVE_MAX_BODY_BYTES`` (2 MiB), and for each JSON Schema a request sends (a
+  ``response_format``, a tool's parameters) ``MOA_SERVE_MAX_SCHEMA_BYTES`` (64 KiB) and
+  ``MOA_SERVE_MAX_SCHEMA_DEPTH`` (16 levels). A request's schema may hold no ``pattern`` or
+  ``patternProperties`` (a regular expression that Python's ``re`` runs when validating, and
+  that could backtrack for hours) and no ``$ref`` outside itself.
 - ``MOA_SERVE_GUARD_CONTEXT=true``: the graphs of langgraph.json check every run's context
   with this policy (`guard_from_environment`).
 """
 
 import dataclasses
+import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,6 +38,7 @@ from moa_graph.budget import check_max_calls, most_calls
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.spec import ModelSpec, to_model_spec
+from moa_graph.structured import subschemas
 
 SAFE_FIELDS = frozenset(
     {
@@ -102,6 +108,8 @@ class RequestPolicy:
         max_timeout_s: Most seconds for a call's timeout and for ``straggler_grace_s``.
         max_messages: Most messages in one request.
         max_body_bytes: Most bytes of one request body.
+        max_schema_bytes: Most bytes (as JSON) of one JSON Schema in a request.
+        max_schema_depth: Most nested schema levels of one JSON Schema in a request.
     """
 
     allow_fields: frozenset[str] = SAFE_FIELDS
@@ -112,6 +120,8 @@ class RequestPolicy:
     max_timeout_s: float = 300.0
     max_messages: int = 256
     max_body_bytes: int = 2 * 1024 * 1024
+    max_schema_bytes: int = 64 * 1024
+    max_schema_depth: int = 16
 
     @classmethod
     def from_environment(cls) -> "RequestPolicy":
@@ -261,6 +271,41 @@ class RequestPolicy:
         """
         if count > self.max_messages:
             raise _over("messages", count, self.max_messages, "MAX_MESSAGES", unit=" messages")
+
+    def check_schema(self, param: str, schema: object) -> None:
+        """Refuse a JSON Schema from a request that is too big, too deep, or holds a regex.
+
+        Args:
+            param: Where it is, e.g. ``response_format.json_schema.schema``.
+            schema: The schema.
+
+        Raises:
+            RequestRefused: Not an object, over ``max_schema_bytes`` or ``max_schema_depth``,
+                a ``pattern`` / ``patternProperties``, or a ``$ref`` that leaves the schema;
+                ``param`` says where (``...schema.properties.name.pattern``).
+        """
+        if not isinstance(schema, dict):
+            raise RequestRefused(param, f"{param} must be a JSON Schema object")
+        size = len(json.dumps(schema))
+        if size > self.max_schema_bytes:
+            raise _over(param, size, self.max_schema_bytes, "MAX_SCHEMA_BYTES", unit=" bytes")
+        for where, depth, sub in subschemas(schema):
+            if depth > self.max_schema_depth:
+                raise _over(f"{param}{where}", depth, self.max_schema_depth, "MAX_SCHEMA_DEPTH",
+                            unit=" levels")  # fmt: skip
+            for keyword in ("pattern", "patternProperties"):
+                if keyword in sub:
+                    raise RequestRefused(
+                        f"{param}{where}.{keyword}",
+                        f"{param}{where}.{keyword}: a regular expression from a request could "
+                        "backtrack for hours in Python's re; remove it (or validate it yourself)",
+                    )
+            ref = sub.get("$ref")
+            if isinstance(ref, str) and not ref.startswith("#"):
+                raise RequestRefused(
+                    f"{param}{where}.$ref",
+                    f"{param}{where}.$ref={ref!r}: a schema may refer only to itself ('#...')",
+                )
 
     def check_model_text(self, param: str, model: str, operator: Iterable[str]) -> None:
         """Refuse model text that is neither one of the operator's nor allowed.

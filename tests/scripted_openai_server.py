@@ -8,6 +8,7 @@ system prompts) through langchain-openai's real client. Streaming requests get S
 import contextlib
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -233,3 +234,44 @@ def tool_loop_script(body: dict[str, Any]) -> "str | ToolCall":
         arguments: dict[str, Any] = {"a": 3, "b": 4}
         return ToolCall(name, {"op": "+", **arguments} if name == "calculate" else arguments)
     return "The final answer."
+
+
+def question_of(body: dict[str, Any]) -> str:
+    """The text of the last user message of a request."""
+    content = next(m for m in reversed(body["messages"]) if m["role"] == "user")["content"]
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content)
+    return str(content)
+
+
+def arguments_for(schema: dict[str, Any], question: str) -> dict[str, Any]:
+    """Arguments for a tool's JSON Schema: numbers and quoted names taken from `question`."""
+    numbers = re.findall(r"-?\d+", question)
+    quoted = re.findall(r"'([^']+)'", question)
+    args: dict[str, Any] = {}
+    for name, spec in schema.get("properties", {}).items():
+        kind = spec.get("type") or next(
+            (option["type"] for option in spec.get("anyOf", []) if option.get("type") != "null"),
+            "string",
+        )
+        if "enum" in spec:
+            args[name] = spec["enum"][0]
+        elif kind in ("integer", "number"):
+            args[name] = int(numbers.pop(0)) if numbers else 3
+        elif kind == "boolean":
+            args[name] = True
+        elif kind == "array":
+            args[name] = []
+        elif kind == "object":
+            args[name] = {}
+        else:
+            args[name] = quoted[0] if quoted else question[:80]
+    return args
+
+
+def forced_call(body: dict[str, Any]) -> ToolCall:
+    """The call of the forced tool (else the first), with arguments from the question."""
+    choice, tools = body.get("tool_choice"), body["tools"]
+    forced = choice["function"]["name"] if isinstance(choice, dict) else None
+    tool = next((t for t in tools if t["function"]["name"] == forced), tools[0])["function"]
+    return ToolCall(tool["name"], arguments_for(tool.get("parameters", {}), question_of(body)))

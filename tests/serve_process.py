@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tests.scripted_openai_server import Fault, ScriptedOpenAIServer
+from tests.scripted_openai_server import Fault, ScriptedOpenAIServer, ToolCall, forced_call
 
 PROPOSAL = "PROPOSAL-TEXT from a proposer"
 ANSWER = "the final synthesized answer"
@@ -31,12 +31,20 @@ class Upstream:
 
     proposer_delay_s: float = 0.0
     fail_proposers: bool = False
+    misfit_calls: bool = False
+    """Tool calls with arguments that fit no schema (``{"unexpected": true}``)."""
     server: ScriptedOpenAIServer = field(init=False)
 
     def __post_init__(self) -> None:
         self.server = ScriptedOpenAIServer(self.reply).start()
 
-    def reply(self, body: dict) -> "str | Fault":
+    def reply(self, body: dict) -> "str | Fault | ToolCall":
+        """Given tools, every model calls the forced (else first) one until a tool result comes
+        back, with arguments from the question; otherwise proposers propose and ``agg``
+        answers."""
+        if body.get("tools") and body["messages"][-1]["role"] != "tool":
+            call = forced_call(body)
+            return ToolCall(call.name, {"unexpected": True}) if self.misfit_calls else call
         if body["model"] == "agg":
             return ANSWER
         time.sleep(self.proposer_delay_s)

@@ -18,7 +18,6 @@ from moa_graph.batch.records import BatchRecord
 from moa_graph.batch.rows import Row
 from moa_graph.batch.runner import BatchRunner, settings_of
 from moa_graph.batch.store import RecordStore
-from moa_graph.context import PROPOSAL_MODES, MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.eval.judge import Judge
 from moa_graph.eval.judging import JudgeMode, judge_all
@@ -27,6 +26,7 @@ from moa_graph.eval.report import EvalReport, Metric, build_report
 from moa_graph.eval.suites import Item, Suite, distinct, load_suite
 from moa_graph.eval.systems import System, file_slug, parse_systems
 from moa_graph.models import ModelSource
+from moa_graph.structured import answering_with_calls
 from moa_graph.sync import run_sync
 from moa_graph.usage import Prices, total_usage
 from moa_graph.versions import versions
@@ -82,8 +82,12 @@ async def arun_eval(
     # by the batch runner) changes with it.
     chosen, best_single = parse_systems(list(systems), {**(settings or {}), "seed": seed})
     if loaded.tools:
-        chosen = [dataclasses.replace(s, context=_answering_with_calls(s.context, loaded))
-                  for s in chosen]  # fmt: skip
+        chosen = [
+            dataclasses.replace(
+                s, context=answering_with_calls(s.context, loaded.tools, loaded.tool_choice)
+            )
+            for s in chosen
+        ]
     names = [s.name for s in chosen]
     baseline = baseline or names[0]
     if baseline not in names:
@@ -158,20 +162,6 @@ def run_eval(suite: str | Suite, systems: Sequence[str], **options: Any) -> Eval
         print(report.to_markdown())
     """
     return run_sync(arun_eval(suite, systems, **options))
-
-
-def _answering_with_calls(context: MoAContext, suite: Suite) -> MoAContext:
-    """Return `context` answering with calls of the suite's tools.
-
-    The aggregator gets them, and so do the proposers where the answer is a proposal
-    (``vote``, ``select``).
-    """
-    return dataclasses.replace(
-        context,
-        tools=suite.tools,
-        tool_choice=suite.tool_choice,
-        proposer_tools=context.proposer_tools or context.aggregator_mode in PROPOSAL_MODES,
-    )
 
 
 def _check_models(system: System) -> None:

@@ -1,7 +1,10 @@
 """The FastAPI app: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``.
 
 Streaming sends the role chunk at once, empty-delta heartbeats while the proposers run, only
-the aggregator's tokens, one ``finish_reason``, the usage chunk when asked, then ``[DONE]``;
+the aggregator's tokens (or tool-call deltas: index, id, name, argument fragments), one
+``finish_reason``, the usage chunk when asked, then ``[DONE]``. A JSON answer
+(``response_format``) streams as text and is validated at the end: one that does not fit ends
+the stream with an error event and no ``finish_reason``;
 the graph runs in its own task, cancelled when the client goes (docs/notes.md, "Serving": iterating
 ``astream`` inside the response would keep generating after a disconnect, langgraph#5682).
 """
@@ -13,17 +16,26 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
+from langchain_core.messages import AIMessageChunk, BaseMessage
 from langgraph.graph.state import CompiledStateGraph
 from openai.types import CompletionUsage
-from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageToolCallUnion,
+)
 from openai.types.chat.chat_completion import Choice
 from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from openai.types.chat.chat_completion_message_function_tool_call import Function
 
+from moa_graph.answer_stream import AnswerStream
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph
@@ -37,8 +49,9 @@ from moa_graph.serving.catalog import (
     served_models,
 )
 from moa_graph.serving.errors import APIError, check_key, install_handlers, run_failed
-from moa_graph.serving.requests import BodyLimit, ChatRequest, prepare
+from moa_graph.serving.requests import AnswerForm, BodyLimit, ChatRequest, prepare
 from moa_graph.state import InputState
+from moa_graph.structured import AnswerDoesNotFit, answer_object
 from moa_graph.trust import RequestPolicy
 from moa_graph.usage import run_usage
 
@@ -84,7 +97,7 @@ def create_app(
 
     @router.post("/chat/completions", response_model=None)
     async def chat_completions(body: ChatRequest) -> JSONResponse | StreamingResponse:
-        messages, context = prepare(body, find_model(catalog, body.model), policy, workers)
+        messages, context, form = prepare(body, find_model(catalog, body.model), policy, workers)
         if limit.locked():
             raise APIError(
                 429,
@@ -95,7 +108,8 @@ def create_app(
         inputs: InputState = {"messages": messages}  # type: ignore[typeddict-item]
         if body.stream:
             return StreamingResponse(
-                _stream(moa, inputs, context, body, limit), media_type="text/event-stream"
+                _stream(moa, inputs, context, body, form, limit),
+                media_type="text/event-stream",
             )
         async with limit:
             try:
@@ -104,21 +118,14 @@ def create_app(
                 raise APIError(400, str(exc), "invalid_request_error", param="moa") from exc
             except Exception as exc:
                 raise run_failed(exc) from exc
+        message, finish = _reply(out["messages"][-1], form)
         completion = ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             object="chat.completion",
             created=int(time.time()),
             model=body.model,
             usage=_usage(out),
-            choices=[
-                Choice(
-                    index=0,
-                    finish_reason="stop",
-                    message=ChatCompletionMessage(
-                        role="assistant", content=out["messages"][-1].text
-                    ),
-                )
-            ],
+            choices=[Choice(index=0, finish_reason=finish, message=message)],
         )
         return JSONResponse(completion.model_dump(exclude_none=True))
 
@@ -132,6 +139,7 @@ async def _stream(
     inputs: InputState,
     context: MoAContext,
     body: ChatRequest,
+    form: AnswerForm,
     limit: asyncio.Semaphore,
 ) -> AsyncIterator[str]:
     """The SSE events of one streamed completion."""
@@ -164,6 +172,7 @@ async def _stream(
     await limit.acquire()
     task = asyncio.create_task(pump())
     final: dict[str, Any] = {}
+    answer = AnswerStream()
     try:
         yield chunk(ChoiceDelta(role="assistant", content=""))
         while True:
@@ -173,9 +182,8 @@ async def _stream(
                 yield chunk(ChoiceDelta())  # keeps clients with a chunk timeout waiting
                 continue
             if mode == "messages":
-                message, metadata = part
-                if metadata.get("langgraph_node") == "aggregator" and message.text:
-                    yield chunk(ChoiceDelta(content=message.text))
+                if (token := answer.chunk(part)) is not None and (delta := _delta(token, form)):
+                    yield chunk(delta)
             elif mode == "values":
                 final = part
             elif mode == "error":
@@ -188,13 +196,79 @@ async def _stream(
                 return
             else:
                 break
-        yield chunk(ChoiceDelta(), finish="stop")
+        try:
+            _, finish = _reply(final["messages"][-1], form)
+        except APIError as error:
+            yield f"data: {json.dumps(error.body())}\n\n"
+            return
+        yield chunk(ChoiceDelta(), finish=finish)
         if (body.stream_options or {}).get("include_usage"):
             yield chunk(ChoiceDelta(), usage=_usage(final))
         yield "data: [DONE]\n\n"
     finally:
         task.cancel()  # the client may be gone: no model call after that
         limit.release()
+
+
+FinishReason = Literal["stop", "tool_calls"]
+
+
+def _reply(answer: BaseMessage, form: AnswerForm) -> tuple[ChatCompletionMessage, FinishReason]:
+    """Return the answer as OpenAI's message, and its ``finish_reason``.
+
+    Raises:
+        APIError: 500 when a JSON answer (``response_format``) does not fit its schema: never
+            invalid JSON presented as an answer.
+    """
+    if form.schema is not None:
+        assert form.tool is not None
+        try:
+            value = answer_object(answer, form.tool, form.schema)
+        except AnswerDoesNotFit as exc:
+            raise APIError(
+                500, f"the answer does not fit response_format: {exc}", "server_error",
+                code="invalid_structured_output",
+            ) from exc  # fmt: skip
+        return ChatCompletionMessage(role="assistant", content=json.dumps(value)), "stop"
+    calls = getattr(answer, "tool_calls", [])[: None if form.parallel_tool_calls else 1]
+    if not calls:
+        return ChatCompletionMessage(role="assistant", content=answer.text), "stop"
+    tool_calls: list[ChatCompletionMessageToolCallUnion] = [
+        ChatCompletionMessageFunctionToolCall(
+            id=call["id"] or f"call_{i}", type="function",
+            function=Function(name=call["name"], arguments=json.dumps(call["args"])),
+        )
+        for i, call in enumerate(calls)
+    ]  # fmt: skip
+    message = ChatCompletionMessage(
+        role="assistant", content=answer.text or None, tool_calls=tool_calls
+    )
+    return message, "tool_calls"
+
+
+def _delta(token: AIMessageChunk, form: AnswerForm) -> ChoiceDelta | None:
+    """The OpenAI delta of one piece of the answer (None when it carries nothing to send)."""
+    first = [c for c in token.tool_call_chunks if c.get("index") in (None, 0)]
+    if form.schema is not None:  # the forced call's arguments are the answer's text
+        text = "".join(c.get("args") or "" for c in first)
+        return ChoiceDelta(content=text) if text else None
+    calls = token.tool_call_chunks if form.parallel_tool_calls else first
+    deltas = [
+        {
+            "index": c.get("index") or 0,
+            **({"id": c["id"], "type": "function"} if c.get("id") else {}),
+            "function": {k: v for k, v in (("name", c.get("name")), ("arguments", c.get("args")))
+                         if v},
+        }
+        for c in calls
+    ]  # fmt: skip
+    if not deltas and not token.text:
+        return None
+    # Only the fields set are sent (exclude_unset): a delta carries what changed.
+    return ChoiceDelta.model_validate(
+        {**({"content": token.text} if token.text else {}),
+         **({"tool_calls": deltas} if deltas else {})}
+    )  # fmt: skip
 
 
 def _usage(out: dict[str, Any]) -> CompletionUsage:

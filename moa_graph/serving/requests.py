@@ -1,8 +1,18 @@
-"""Chat completion requests: what is accepted, and how it becomes messages and MoA settings."""
+"""Chat completion requests: what is accepted, and how it becomes messages and MoA settings.
+
+Tools and structured output follow OpenAI's parameters: ``tools`` and ``tool_choice`` go to the
+aggregator (its tool calls are the answer); a ``response_format`` of type ``json_schema`` or
+``json_object`` becomes one forced tool whose arguments are the answer
+(`moa_graph.structured`), validated before it is returned. Every schema a request sends is
+untrusted input, bounded by the operator's policy (`moa_graph.trust.RequestPolicy.check_schema`).
+"""
 
 import dataclasses
+import re
+from dataclasses import dataclass
 from typing import Any
 
+import jsonschema
 from langchain_core.messages import BaseMessage, convert_to_messages
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
@@ -12,18 +22,36 @@ from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.serving.catalog import ServedModel
 from moa_graph.serving.errors import APIError
+from moa_graph.structured import answering_with_calls, schema_tool
 from moa_graph.trust import RequestPolicy, RequestRefused
 
 _UNSUPPORTED = {
-    "tools": "tools are not supported: MoA answers with text",
-    "tool_choice": "tool_choice is not supported",
-    "functions": "functions are not supported",
-    "function_call": "function_call is not supported",
+    "functions": "functions are not supported: use tools",
+    "function_call": "function_call is not supported: use tool_choice",
     "logprobs": "logprobs are not supported: the answer comes from several models",
     "top_logprobs": "top_logprobs are not supported",
     "audio": "audio output is not supported",
 }
-_ROLES = {"system", "developer", "user", "assistant"}
+_ROLES = {"system", "developer", "user", "assistant", "tool"}
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+JSON_OBJECT = {"type": "object"}
+"""The schema of a ``json_object`` answer: any JSON object."""
+
+
+@dataclass(frozen=True)
+class AnswerForm:
+    """What a request's answer must be.
+
+    Attributes:
+        schema: For a ``response_format`` of ``json_schema`` or ``json_object``: the schema the
+            answer must fit (the answer's text is then the object as JSON); None otherwise.
+        tool: The name of the schema's forced tool, when `schema` is set.
+        parallel_tool_calls: False: at most one tool call is returned (the first).
+    """
+
+    schema: dict[str, Any] | None = None
+    tool: str | None = None
+    parallel_tool_calls: bool = True
 
 
 class ChatRequest(BaseModel):
@@ -40,13 +68,16 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     n: int | None = None
     response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     moa: dict[str, Any] | None = None
 
 
 def prepare(
     body: ChatRequest, served: ServedModel, policy: RequestPolicy, workers: int = 1
-) -> tuple[list[BaseMessage], MoAContext]:
-    """Validate the request and return its messages and settings; call nothing.
+) -> tuple[list[BaseMessage], MoAContext, AnswerForm]:
+    """Validate the request and return its messages, settings and answer form; call nothing.
 
     Args:
         body: The request.
@@ -56,7 +87,8 @@ def prepare(
             ``tpm`` are divided among them, so that they hold in total.
 
     Raises:
-        APIError: 400 naming the parameter (unsupported, refused or over a budget).
+        APIError: 400 naming the parameter (unsupported, refused or over a budget, a malformed
+            tool or schema).
     """
     extra = body.model_extra or {}
     for name, reason in _UNSUPPORTED.items():
@@ -73,13 +105,7 @@ def prepare(
             "invalid_request_error",
             param="n",
         )
-    if body.response_format and body.response_format.get("type") != "text":
-        raise APIError(
-            400,
-            "response_format other than text is not supported",
-            "invalid_request_error",
-            param="response_format",
-        )
+    form = _answer_form(body, policy)
     try:
         policy.check_messages(len(body.messages))
     except RequestRefused as exc:
@@ -116,12 +142,74 @@ def prepare(
             rpm={name: rate / workers for name, rate in context.rpm.items()},
             tpm={name: max(1, rate // workers) for name, rate in context.tpm.items()},
         )
+        if form.schema is not None:
+            assert form.tool is not None
+            context = answering_with_calls(context, [schema_tool(form.schema, form.tool)],
+                                           form.tool)  # fmt: skip
+        elif body.tools:
+            context = dataclasses.replace(context, tools=body.tools, tool_choice=body.tool_choice)
         context = policy.check_budget(context)
     except RequestRefused as exc:
         raise _refused(exc) from None
     except MoAConfigError as exc:
         raise APIError(400, str(exc), "invalid_request_error", param="moa") from exc
-    return messages, context
+    return messages, context, form
+
+
+def _answer_form(body: ChatRequest, policy: RequestPolicy) -> AnswerForm:
+    """Check ``tools``, ``tool_choice`` and ``response_format``; return the answer's form."""
+    for i, tool in enumerate(body.tools or []):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if tool.get("type") != "function" or not isinstance(function, dict):
+            raise _invalid(f"tools[{i}]", "must be {'type': 'function', 'function': {...}}")
+        if not _TOOL_NAME.fullmatch(str(function.get("name", ""))):
+            raise _invalid(f"tools[{i}].function.name", "must be 1-64 of A-Z a-z 0-9 _ -")
+        if "parameters" in function:
+            _check_schema(policy, f"tools[{i}].function.parameters", function["parameters"])
+    if body.tool_choice is not None:
+        names = {t["function"]["name"] for t in body.tools or []}
+        choice = body.tool_choice
+        named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+        if not names:
+            raise _invalid("tool_choice", "needs tools: give tools too")
+        if choice not in ("auto", "none", "required") and named not in names:
+            raise _invalid(
+                "tool_choice",
+                "must be 'auto', 'none', 'required' or {'type': 'function', 'function': "
+                "{'name': ...}} naming one of the tools",
+            )
+    parallel = body.parallel_tool_calls is not False
+    kind = (body.response_format or {}).get("type", "text")
+    if kind == "text":
+        return AnswerForm(parallel_tool_calls=parallel)
+    if kind not in ("json_schema", "json_object"):
+        raise _invalid("response_format.type", "use 'text', 'json_object' or 'json_schema'")
+    if body.tools:
+        raise _invalid("response_format", "give tools or a JSON response_format, not both")
+    if kind == "json_object":
+        return AnswerForm(schema=JSON_OBJECT, tool="json_object")
+    spec = (body.response_format or {}).get("json_schema")
+    if not isinstance(spec, dict) or not _TOOL_NAME.fullmatch(str(spec.get("name", ""))):
+        raise _invalid("response_format.json_schema.name", "give a name of 1-64 of A-Z a-z 0-9 _ -")
+    schema = spec.get("schema", JSON_OBJECT)
+    _check_schema(policy, "response_format.json_schema.schema", schema)
+    return AnswerForm(schema=schema, tool=spec["name"])
+
+
+def _check_schema(policy: RequestPolicy, param: str, schema: object) -> None:
+    try:
+        policy.check_schema(param, schema)
+    except RequestRefused as exc:
+        raise _refused(exc) from None
+    assert isinstance(schema, dict)
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise _invalid(param, f"is not a valid JSON Schema: {exc.message}") from None
+
+
+def _invalid(param: str, message: str) -> APIError:
+    return APIError(400, f"{param} {message}", "invalid_request_error", param=param)
 
 
 def _refused(error: RequestRefused) -> APIError:
@@ -137,14 +225,13 @@ def _check_message(i: int, message: dict[str, Any]) -> None:
             "invalid_request_error",
             param=f"messages[{i}].role",
         )
-    if message.get("tool_calls"):
-        raise APIError(
-            400,
-            "tool calls are not supported",
-            "invalid_request_error",
-            param=f"messages[{i}].tool_calls",
-        )
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise _invalid(f"messages[{i}].tool_call_id", "is required on a tool message")
+    if message.get("tool_calls") is not None and role != "assistant":
+        raise _invalid(f"messages[{i}].tool_calls", "belong to assistant messages")
     content = message.get("content")
+    if content is None and message.get("tool_calls"):
+        return  # an assistant message that only calls tools
     parts = content if isinstance(content, list) else []
     if not isinstance(content, str | list) or any(p.get("type") != "text" for p in parts):
         raise APIError(

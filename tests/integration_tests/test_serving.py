@@ -42,6 +42,7 @@ def client(url: str, **kwargs) -> openai.OpenAI:
 
 
 USER = [{"role": "user", "content": "Name a colour."}]
+TOOL = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
 
 
 def test_models_and_a_completion(url: str, upstream: Upstream) -> None:
@@ -106,16 +107,21 @@ def test_multi_turn_and_developer_role_reach_the_prompt(url: str, upstream: Upst
     ("kwargs", "param"),
     [
         ({"n": 2}, "n"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
         ({"logprobs": True}, "logprobs"),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
         (
-            {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
-            "response_format",
+            {"response_format": {"type": "json_schema", "json_schema": {}}},
+            "response_format.json_schema.name",
         ),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+        ({"messages": [{"role": "function", "content": "x", "name": "f"}]}, "messages[0].role"),
+        ({"tools": [{"type": "function", "function": {"name": "f g"}}]}, "tools[0].function.name"),
         (
-            {"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]},
-            "messages[0].role",
+            {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
         ),
+        ({"tools": [TOOL], "response_format": {"type": "json_object"}}, "response_format"),
         ({"extra_body": {"moa": {"rounds": 0}}}, "moa"),
         ({"extra_body": {"moa": {"no_such_setting": 1}}}, "moa.no_such_setting"),
     ],

@@ -89,6 +89,18 @@ def test_allowed_models_still_cannot_move_endpoints_or_headers(
     assert UPSTREAM_KEY not in done.text
 
 
+def json_schema(schema: dict) -> dict:
+    return {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "A", "schema": schema}}
+    }
+
+
+REGEX = {"type": "object", "properties": {"s": {"type": "string", "pattern": "(a+)+$"}}}
+DEEP: dict = {"type": "string"}
+for _ in range(16):
+    DEEP = {"type": "array", "items": DEEP}
+
+
 @pytest.mark.parametrize(
     ("body", "status", "param", "setting"),
     [
@@ -98,6 +110,16 @@ def test_allowed_models_still_cannot_move_endpoints_or_headers(
         ({"moa": {"proposer_timeout_s": 86_400}}, 400, "moa.proposer_timeout_s",
          "MOA_SERVE_MAX_TIMEOUT_S"),
         ({"messages": USER * 300}, 400, "messages", "MOA_SERVE_MAX_MESSAGES"),
+        (json_schema(DEEP), 400, "response_format.json_schema.schema" + ".items" * 16,
+         "MOA_SERVE_MAX_SCHEMA_DEPTH"),
+        (json_schema({"type": "object", "description": "x" * 70_000}), 400,
+         "response_format.json_schema.schema", "MOA_SERVE_MAX_SCHEMA_BYTES"),
+        (json_schema(REGEX), 400, "response_format.json_schema.schema.properties.s.pattern",
+         "backtrack"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": REGEX}}]}, 400,
+         "tools[0].function.parameters.properties.s.pattern", "backtrack"),
+        (json_schema({"$ref": "http://169.254.169.254/latest"}), 400,
+         "response_format.json_schema.schema.$ref", "only to itself"),
         ({"moa": {"retries": 100}}, 400, "moa.retries", "MOA_SERVE_ALLOW_FIELDS=retries"),
         ({"moa": {"rpm": {"openai": 1e9}}}, 400, "moa.rpm", "MOA_SERVE_ALLOW_FIELDS=rpm"),
         ({"moa": {"answer_pattern": "(a+)+$"}}, 400, "moa.answer_pattern",

@@ -6,7 +6,6 @@ first) with arguments taken from the question, until it sees a tool result, and 
 answers in text. langchain-tests is pinned in the dev extra (new releases add tests).
 """
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,54 +16,24 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from moa_graph import ChatMoA
-from tests.scripted_openai_server import ScriptedOpenAIServer, ToolCall
+from tests.scripted_openai_server import (
+    ScriptedOpenAIServer,
+    ToolCall,
+    forced_call,
+    question_of,
+)
 from tests.standard_chat_model import ChatMoASettings
 
 pytestmark = pytest.mark.integration
-
-
-def question_of(body: dict[str, Any]) -> str:
-    """The text of the last user message of a request."""
-    content = next(m for m in reversed(body["messages"]) if m["role"] == "user")["content"]
-    if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content)
-    return str(content)
-
-
-def fill(schema: dict[str, Any], question: str) -> dict[str, Any]:
-    """Arguments for a tool's JSON Schema: numbers and quoted names taken from `question`."""
-    numbers = re.findall(r"-?\d+", question)
-    quoted = re.findall(r"'([^']+)'", question)
-    args: dict[str, Any] = {}
-    for name, spec in schema.get("properties", {}).items():
-        kind = spec.get("type") or next(
-            (option["type"] for option in spec.get("anyOf", []) if option.get("type") != "null"),
-            "string",
-        )
-        if "enum" in spec:
-            args[name] = spec["enum"][0]
-        elif kind in ("integer", "number"):
-            args[name] = int(numbers.pop(0)) if numbers else 3
-        elif kind == "boolean":
-            args[name] = True
-        elif kind == "array":
-            args[name] = []
-        elif kind == "object":
-            args[name] = {}
-        else:
-            args[name] = quoted[0] if quoted else question[:80]
-    return args
 
 
 def standard_script(body: dict[str, Any]) -> "str | ToolCall":
     question = question_of(body)
     if body["model"] != "agg":
         return f"A proposal about: {question[:60]}"
-    tools, choice = body.get("tools") or [], body.get("tool_choice")
-    if tools and body["messages"][-1]["role"] != "tool" and choice != "none":
-        forced = choice["function"]["name"] if isinstance(choice, dict) else None
-        tool = next((t for t in tools if t["function"]["name"] == forced), tools[0])["function"]
-        return ToolCall(tool["name"], fill(tool.get("parameters", {}), question))
+    no_call = body["messages"][-1]["role"] == "tool" or body.get("tool_choice") == "none"
+    if body.get("tools") and not no_call:
+        return forced_call(body)
     return "Hello! Here is the answer: 3."
 
 

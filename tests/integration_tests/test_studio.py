@@ -3,14 +3,20 @@
 The server (`tests.dev_server`) starts the embedded model itself, as it does for a Studio user.
 """
 
+import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import openai
 import pytest
+from langchain.agents import create_agent
+from langchain_core.tools import tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai import ChatOpenAI
 from langgraph_sdk import get_client
+from pydantic import BaseModel
 
+from moa_graph.agents import ForceToolOnFirstCall
 from moa_graph.local_server import local_base_url
 from studio.create_assistants import save_assistants
 from tests.dev_server import ROOT, DevServer, run_dev_server, session_processes
@@ -207,3 +213,46 @@ async def test_the_openai_compatible_api_is_served_beside_studio(server: str) ->
     # usage counts every call: at least the three proposers, each reading the question
     assert done.usage.prompt_tokens >= 3 * one.usage_metadata["input_tokens"]
     assert done.usage.completion_tokens > 0
+
+
+class Colour(BaseModel):
+    """A colour and whether it is primary."""
+
+    name: str
+    primary: bool
+
+
+@tool
+def calculate(op: Literal["+", "-", "*", "/"], a: float, b: float) -> float:
+    """Compute a op b for two numbers; op is one of + - * /."""
+    return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else float("nan")}[op]
+
+
+async def test_tools_and_structured_output_over_v1_on_the_embedded_model(server: str) -> None:
+    # The 135M model calls a tool only when the choice is forced (docs/notes.md, "Tools").
+    short = {"moa": {"max_tokens": 32}}
+    model = ChatOpenAI(base_url=f"{server}/v1", api_key=API_KEY, model="moa", max_tokens=64,
+                       max_retries=0, extra_body=short)  # fmt: skip
+    agent = create_agent(model, tools=[calculate], middleware=[ForceToolOnFirstCall("calculate")])
+    out = await agent.ainvoke({"messages": [("user", "What is 17 + 25?")]})
+    assert [m.type for m in out["messages"]] == ["human", "ai", "tool", "ai"]
+    assert out["messages"][1].tool_calls[0]["name"] == "calculate"
+    assert isinstance(await model.with_structured_output(Colour).ainvoke("Name a colour."), Colour)
+
+    api = openai.AsyncOpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=0)
+    question = [{"role": "user", "content": "Name a primary colour."}]
+    parsed = await api.chat.completions.parse(
+        model="moa", messages=question, response_format=Colour, max_tokens=64, extra_body=short
+    )
+    assert isinstance(parsed.choices[0].message.parsed, Colour)
+    forced = {"type": "function", "function": {"name": "calculate"}}
+    async with api.chat.completions.stream(
+        model="moa", messages=[{"role": "user", "content": "What is 6 times 7?"}],
+        tools=[convert_to_openai_tool(calculate)], tool_choice=forced, max_tokens=64,
+        extra_body=short,
+    ) as stream:  # fmt: skip
+        final = await stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls
+    assert call.function.name == "calculate" and set(json.loads(call.function.arguments)) == {
+        "op", "a", "b"
+    }  # fmt: skip

@@ -6,11 +6,13 @@ working over HTTP with spec-built models.
 
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langgraph.graph import START, MessagesState, StateGraph
 
 from moa_graph import ChatMoA, MoAContext, ProposerQuorumError
+from moa_graph.answer_stream import AnswerStream
 from tests.fakes import ScriptedChatModel
 
 
@@ -103,3 +105,18 @@ def test_a_run_setting_given_as_an_argument_says_where_it_goes() -> None:
         ChatMoA(temperature=0)
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
         ChatMoA(temprature=0)
+
+
+def test_a_calls_name_and_id_are_streamed_once() -> None:
+    # llama.cpp's server repeats them on every fragment; merged they would read "addadd".
+    stream = AnswerStream()
+    node = {"langgraph_node": "aggregator"}
+    fragments = [
+        AIMessageChunk("", tool_call_chunks=[tool_call_chunk(name="add", args=args, id="c1",
+                                                             index=0)])
+        for args in ('{"a": ', "3}")
+    ]  # fmt: skip
+    chunks = [stream.chunk((fragment, node)) for fragment in fragments]
+    whole = chunks[0] + chunks[1]
+    assert whole.tool_calls == [{"name": "add", "args": {"a": 3}, "id": "c1", "type": "tool_call"}]
+    assert stream.chunk((AIMessageChunk("proposal"), {"langgraph_node": "proposer"})) is None

@@ -14,8 +14,8 @@ def test_rate_limits_are_divided_among_the_workers(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("MOA_RPM", "openai=600")
     monkeypatch.setenv("MOA_TPM", "openai=90001")
     body = ChatRequest(model="moa", messages=USER)
-    _, one = prepare(body, ServedModel("moa", ""), RequestPolicy(), workers=1)
-    _, two = prepare(body, ServedModel("moa", ""), RequestPolicy(), workers=2)
+    _, one, _ = prepare(body, ServedModel("moa", ""), RequestPolicy(), workers=1)
+    _, two, _ = prepare(body, ServedModel("moa", ""), RequestPolicy(), workers=2)
     assert (one.rpm, one.tpm) == ({"openai": 600.0}, {"openai": 90001})
     assert (two.rpm, two.tpm) == ({"openai": 300.0}, {"openai": 45000})
     assert two.max_calls == RequestPolicy().max_calls  # the graph enforces the budget too
