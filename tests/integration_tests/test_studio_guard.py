@@ -5,12 +5,14 @@ The served models point at a scripted upstream with the operator's key set; a li
 for the attacker and must receive nothing.
 """
 
+import ast
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from langgraph_sdk import get_client
+from mcp import Client
 
 from tests.dev_server import DevServer, run_dev_server
 from tests.serve_process import ANSWER, UPSTREAM_KEY, Listener, Upstream
@@ -67,13 +69,14 @@ async def test_mcp_tool_calls_cannot_choose_models_or_endpoints(guarded, upstrea
             return dict(response.json()["result"])
 
         tools = await rpc("tools/list", {})
-        assert "moa" in {tool["name"] for tool in tools["tools"]}
+        assert {"moa", "moa_answer"} <= {tool["name"] for tool in tools["tools"]}
         before = len(upstream.server.requests)
-        refused = await rpc(
-            "tools/call", {"name": "moa", "arguments": QUESTION, "context": attack(attacker)}
-        )
-        assert refused["isError"] is True
-        assert refused["content"][0]["text"] == "RequestRefused"  # langgraph-api shows the type
+        for name, arguments in (("moa", QUESTION), ("moa_answer", {"question": "Name a colour."})):
+            refused = await rpc(
+                "tools/call", {"name": name, "arguments": arguments, "context": attack(attacker)}
+            )
+            assert refused["isError"] is True
+            assert refused["content"][0]["text"] == "RequestRefused"  # langgraph-api: the type
         assert attacker.received == [] and len(upstream.server.requests) == before
         answered = await rpc("tools/call", {"name": "moa", "arguments": QUESTION})
         assert ANSWER in answered["content"][0]["text"]
@@ -89,3 +92,20 @@ def test_v1_in_langgraph_dev_refuses_request_chosen_models(guarded, upstream, at
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "moa.aggregator"
     assert attacker.received == [] and len(upstream.server.requests) == before
+
+
+async def test_an_mcp_client_gets_the_answer_tool_with_a_clean_schema(guarded) -> None:
+    async with Client(f"{guarded.url}/mcp") as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        schema = tools["moa_answer"].input_schema
+        assert set(schema["properties"]) == {"question", "context", "include_records"}
+        assert schema["required"] == ["question"]
+        plain = await client.call_tool("moa_answer", {"question": "Name a colour."})
+        # langgraph-api returns the repr of the graph's output: the answer only.
+        assert ast.literal_eval(plain.content[0].text) == {"answer": ANSWER}
+        recorded = await client.call_tool(
+            "moa_answer", {"question": "Name a colour.", "include_records": True}
+        )
+        records = ast.literal_eval(recorded.content[0].text)["records"]
+        assert (records["proposals_asked"], records["proposals_answered"]) == (2, 2)
+        assert records["usage"]["input_tokens"] > 0
