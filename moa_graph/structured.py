@@ -10,14 +10,21 @@ grammar). The answer's call is then validated against the schema (JSON Schema 20
 """
 
 import dataclasses
+import importlib
 import json
+import re
+import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 from langchain_core.messages import BaseMessage
+from pydantic import BaseModel, ValidationError
 
 from moa_graph.context import PROPOSAL_MODES, MoAContext
+from moa_graph.errors import MoAConfigError
 
 ANSWER_TOOL = "answer"
 """The name of a schema's tool when the caller gives none."""
@@ -25,6 +32,99 @@ ANSWER_TOOL = "answer"
 
 class AnswerDoesNotFit(ValueError):
     """The answer made no call of the schema's tool, or its object does not fit the schema."""
+
+
+@dataclass(frozen=True)
+class AnswerSchema:
+    """The form every answer must take: a JSON Schema, or a Pydantic model and its schema.
+
+    Attributes:
+        name: The schema tool's name (the model's class name, the schema's ``title``, else
+            ``answer``).
+        json_schema: The JSON Schema of the object.
+        model: The Pydantic model, when the schema came from one: answers are validated by it
+            (its coercions apply) and stored as its JSON form.
+    """
+
+    name: str
+    json_schema: dict[str, Any]
+    model: type[BaseModel] | None = None
+
+    @classmethod
+    def of(cls, schema: "Mapping[str, Any] | type[BaseModel] | AnswerSchema") -> "AnswerSchema":
+        """Return the answer schema of a JSON Schema (an object's) or a Pydantic model.
+
+        Raises:
+            MoAConfigError: Not a valid JSON Schema of an object.
+        """
+        if isinstance(schema, AnswerSchema):
+            return schema
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            return cls(schema.__name__, schema.model_json_schema(), schema)
+        if not isinstance(schema, Mapping) or schema.get("type", "object") != "object":
+            raise MoAConfigError("schema must be a JSON Schema of an object, or a Pydantic model")
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise MoAConfigError(f"schema is not a valid JSON Schema: {exc.message}") from None
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", str(schema.get("title") or ANSWER_TOOL))[:64]
+        return cls(name, dict(schema))
+
+    def tool(self) -> dict[str, Any]:
+        """The schema as the one forced tool (`schema_tool`)."""
+        return schema_tool(self.json_schema, self.name)
+
+    def context_for(self, context: MoAContext) -> MoAContext:
+        """Return `context` answering with this schema's object (`answering_with_calls`)."""
+        return answering_with_calls(context, [self.tool()], self.name)
+
+    def parse(self, value: Any) -> Any:
+        """Return `value` validated: the model's JSON form, or `value` itself.
+
+        Raises:
+            AnswerDoesNotFit: It does not fit; the message says where.
+        """
+        if self.model is None:
+            check_fits(value, self.json_schema)
+            return value
+        try:
+            return self.model.model_validate(value).model_dump(mode="json")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "$" + "".join(f".{p}" for p in first["loc"])
+            raise AnswerDoesNotFit(
+                f"the answer {json.dumps(value)[:200]} does not fit {self.name}: at {where}: "
+                f"{first['msg']}"
+            ) from None
+
+
+def load_answer_schema(reference: str) -> AnswerSchema:
+    """Load the schema a reference names: a JSON Schema file, or ``module:Model``.
+
+    ``module:Model`` imports the module (the working directory first on the path, as
+    ``python -m`` would) and takes its Pydantic model ``Model``.
+
+    Raises:
+        MoAConfigError: The file cannot be read as JSON, the module or the model is missing,
+            or the schema is not a valid JSON Schema of an object.
+    """
+    module, _, attribute = reference.partition(":")
+    if attribute and not reference.endswith(".json"):
+        sys.path.insert(0, str(Path.cwd()))
+        try:
+            model = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise MoAConfigError(f"schema {reference!r}: cannot import it: {exc}") from None
+        finally:
+            sys.path.pop(0)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise MoAConfigError(f"schema {reference!r} is not a Pydantic model")
+        return AnswerSchema.of(model)
+    try:
+        schema = json.loads(Path(reference).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MoAConfigError(f"schema {reference}: cannot read a JSON Schema: {exc}") from None
+    return AnswerSchema.of(schema)
 
 
 def schema_tool(

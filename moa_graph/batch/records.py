@@ -19,6 +19,7 @@ from moa_graph.context import MoAContext
 from moa_graph.errors import AggregatorError, MoAConfigError, ProposerQuorumError
 from moa_graph.layers import SEED_RANGE
 from moa_graph.state import Aggregation, Proposal, Usage
+from moa_graph.structured import AnswerDoesNotFit, AnswerSchema
 from moa_graph.usage import Prices, cost_of, total_usage, usage_by_model
 
 
@@ -50,7 +51,8 @@ class BatchRecord(TypedDict):
         key: Hash of the row's input, the settings and the sample (the resume key).
         prompt: The prompt, for a prompt row.
         messages: The conversation, for a messages row.
-        answer: The answer text, or None when the run failed.
+        answer: The answer text, or None when the run failed; with a schema
+            (``BatchRunner(schema=...)``), the validated object.
         tool_calls: The tool calls the answer made (``name`` and ``args`` each), only when it
             made some (runs with ``tools``).
         status: ``"ok"`` or ``"error"``.
@@ -71,7 +73,7 @@ class BatchRecord(TypedDict):
     key: str
     prompt: NotRequired[str]
     messages: NotRequired[list[Any]]
-    answer: str | None
+    answer: Any
     tool_calls: NotRequired[list[dict[str, Any]]]
     status: Literal["ok", "error"]
     error: BatchError | None
@@ -135,6 +137,35 @@ async def run_pair(
             "cached_calls": cached,
         },
     )
+
+
+def typed_record(record: BatchRecord, schema: AnswerSchema) -> BatchRecord:
+    """Return an ``ok`` record with its answer as `schema`'s validated object.
+
+    The answer is the arguments of its call of the schema's tool. One that made no such call,
+    or whose object does not fit, becomes an ``error`` record (``AnswerDoesNotFit``, the
+    message saying where) that keeps the proposals, the aggregation and the usage, so
+    ``--retry-failed`` redoes it. Other records are returned unchanged.
+    """
+    if record["status"] != "ok":
+        return record
+    typed = cast(BatchRecord, dict(record))
+    calls = [c for c in typed.pop("tool_calls", []) if c["name"] == schema.name]
+    try:
+        if not calls:
+            said = (record["answer"] or "").strip()[:200]
+            raise AnswerDoesNotFit(
+                f"the answer made no call of {schema.name!r}"
+                + (f"; it said: {said!r}" if said else "")
+            )
+        typed["answer"] = schema.parse(calls[0]["args"])
+    except AnswerDoesNotFit as exc:
+        aggregation = record["aggregation"]
+        typed["answer"], typed["status"] = None, "error"
+        typed["error"] = {"type": "AnswerDoesNotFit", "message": str(exc), "layer": None,
+                          "model": aggregation["model"] if aggregation else None}  # fmt: skip
+        typed.pop("cached_calls", None)
+    return typed
 
 
 def error_record(

@@ -12,20 +12,22 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from langgraph.cache.sqlite import SqliteCache
 from langgraph.graph.state import CompiledStateGraph
+from pydantic import BaseModel
 
-from moa_graph.batch.records import BatchRecord, run_pair
+from moa_graph.batch.records import BatchRecord, run_pair, typed_record
 from moa_graph.batch.rows import Row, row_or_error
 from moa_graph.batch.store import RecordStore
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph, proposer_cache_policy
 from moa_graph.state import Usage
+from moa_graph.structured import AnswerSchema
 from moa_graph.sync import run_sync
 from moa_graph.usage import Prices
 
@@ -128,6 +130,9 @@ class BatchRunner:
         stop: When to stop early.
         executor: Where pairs run; default `LocalPairs` on `graph`. The caller closes an
             executor it passes (e.g. `moa_graph.batch.ray_executor.RayPairs`).
+        schema: A JSON Schema (of an object) or a Pydantic model: every answer is that
+            object, made the aggregator mode's way (`moa_graph.structured`) and validated; an
+            answer that does not fit is an ``error`` record (`typed_record`). None: text.
 
     Raises:
         MoAConfigError: `output` holds rows made with other settings, or a bad argument.
@@ -146,10 +151,14 @@ class BatchRunner:
         prices: Prices | None = None,
         stop: StopRule | None = None,
         executor: PairExecutor | None = None,
+        schema: Mapping[str, Any] | type[BaseModel] | AnswerSchema | None = None,
     ):
         if samples < 1 or concurrency < 1:
             raise MoAConfigError("samples and concurrency must be whole numbers >= 1")
+        self.schema = None if schema is None else AnswerSchema.of(schema)
         self.context = context or MoAContext()
+        if self.schema is not None:
+            self.context = self.schema.context_for(self.context)
         self.samples = samples
         self.concurrency = concurrency
         self.prices = prices
@@ -212,7 +221,10 @@ class BatchRunner:
 
         async def work() -> None:
             while (job := await jobs.get()) is not None:
-                await finished.put(await self.executor.run(*job))
+                record = await self.executor.run(*job)
+                if self.schema is not None:
+                    record = typed_record(record, self.schema)
+                await finished.put(record)
             await finished.put(None)
 
         tasks = [asyncio.create_task(produce())]
@@ -269,7 +281,8 @@ async def abatch_generate(
             ``question`` or ``messages``, optional ``id``, other keys passed through), or
             `moa_graph.batch.rows.Row` objects; any iterable or async iterable, read lazily.
         **settings: `BatchRunner`'s arguments: ``graph``, ``context``, ``samples``,
-            ``concurrency``, ``output``, ``resume``, ``retry_failed``, ``prices``, ``stop``.
+            ``concurrency``, ``output``, ``resume``, ``retry_failed``, ``prices``, ``stop``,
+            ``schema`` (typed answers: a JSON Schema or a Pydantic model).
 
     Yields:
         Records in completion order, each with its ``row`` index and ``sample``: ``answer``,

@@ -84,9 +84,24 @@ def _write_parquet(path: Path, records: list[dict[str, Any]]) -> None:
         import pyarrow.parquet as pq
     except ImportError:
         raise MoAConfigError("Parquet needs pyarrow: pip install 'moa-graph[batch]'") from None
-    # Nested values (proposals, usage, errors) as JSON text: every row has the same columns.
+    # A typed answer (an object) becomes a column per top-level field, "answer.<field>".
+    # Nested values (proposals, usage, errors) are JSON text; every row has every column.
+    rows = [_columns(r) for r in records]
+    names = list(dict.fromkeys(name for row in rows for name in row))
     flat = [
-        {k: json.dumps(v, default=str) if isinstance(v, dict | list) else v for k, v in r.items()}
-        for r in records
+        {
+            name: json.dumps(value, default=str) if isinstance(value, dict | list) else value
+            for name in names
+            for value in [row.get(name)]
+        }
+        for row in rows
     ]
     pq.write_table(pa.Table.from_pylist(flat), path)
+
+
+def _columns(record: dict[str, Any]) -> dict[str, Any]:
+    answer = record.get("answer")
+    if not isinstance(answer, dict):
+        return record
+    fields = {f"answer.{name}": value for name, value in answer.items()}
+    return {**{k: v for k, v in record.items() if k != "answer"}, **fields}

@@ -19,6 +19,7 @@ from moa_graph.batch.runner import BatchRunner, PairExecutor, StopRule
 from moa_graph.cli.options import add_call_arguments, context_from
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
+from moa_graph.structured import load_answer_schema
 from moa_graph.sync import run_sync
 from moa_graph.usage import read_prices, sum_costs, total_usage
 from moa_graph.versions import versions
@@ -52,6 +53,13 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     add("--fail-fast", action="store_true", help="stop at the first failed row")
     add("--retry-failed", action="store_true", help="redo rows that failed before")
+    add(
+        "--schema",
+        metavar="FILE.json|module:Model",
+        help="typed rows: every answer is an object of this JSON Schema (a file) or Pydantic "
+        "model (imported from the working directory), validated; one that does not fit is an "
+        "error row",
+    )
     add("--dry-run", action="store_true", help="count calls and estimate tokens and cost")
     add("--no-progress", action="store_true", help="no progress display")
     add(
@@ -76,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         MoAConfigError: Bad options, input or output (exit status 2).
     """
+    schema = load_answer_schema(args.schema) if args.schema else None
     context = context_from(args)
+    if schema is not None:
+        context = schema.context_for(context)
     fields = Fields(prompt=args.prompt_field, messages=args.messages_field, id=args.id_field)
     shard = _shard(args.shard)
     prices = read_prices(args.prices) if args.prices else None
@@ -91,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         runner = BatchRunner(
             context=context, samples=args.samples, concurrency=args.concurrency,
             output=args.output, retry_failed=args.retry_failed, prices=prices, stop=stop,
-            executor=executor,
+            executor=executor, schema=schema,
         )  # fmt: skip
         started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         pairs = None if total is None else total * args.samples

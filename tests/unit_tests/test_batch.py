@@ -10,7 +10,13 @@ from moa_graph import MoAContext, ModelSpec
 from moa_graph.batch import BatchRunner, StopRule, abatch_generate, batch_generate
 from moa_graph.batch.rows import Fields, read_rows
 from moa_graph.cli import main
-from tests.scripted_openai_server import Fault, ScriptedOpenAIServer, faulty
+from tests.scripted_openai_server import (
+    Fault,
+    ScriptedOpenAIServer,
+    ToolCall,
+    faulty,
+    forced_call,
+)
 
 
 @pytest.fixture
@@ -253,3 +259,81 @@ def test_retry_failed_after_an_outage_makes_real_calls_and_ends_all_ok(
     assert sorted(r["id"] for r in records) == ["r0", "r1", "r2", "r3"]  # no duplicates
     assert all(r["status"] == "ok" for r in records)
     assert "4 ok, 0 failed" in capsys.readouterr().err
+
+
+QA_MODEL = '''
+from pydantic import BaseModel
+
+
+class QA(BaseModel):
+    """A question about a topic and its answer."""
+
+    question: str
+    answer: str
+'''
+
+
+def test_typed_rows_with_a_model_and_a_misfit_redone_by_retry_failed(
+    key, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    misfit = {"on": True}
+
+    def script(body: dict) -> "str | ToolCall":
+        if not body.get("tools"):
+            return "proposal"
+        if misfit["on"] and "volcanoes" in json.dumps(body["messages"]):
+            return ToolCall("QA", {"question": 1})  # no answer, and a number for a string
+        return forced_call(body)
+
+    server = ScriptedOpenAIServer(script).start()
+    (tmp_path / "schemas.py").write_text(QA_MODEL)
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps({"id": t, "prompt": f"Write a quiz item about {t}."})
+                              + "\n" for t in ("rivers", "volcanoes", "stars")))  # fmt: skip
+    context = tmp_path / "ctx.json"
+    context.write_text(json.dumps({
+        "proposers": [{"model": "openai:m", "n": 2, "model_kwargs": {"base_url": server.url}}],
+        "aggregator": {"model": "openai:agg", "model_kwargs": {"base_url": server.url}},
+    }))  # fmt: skip
+    output = tmp_path / "out.parquet"
+    argv = ["batch", str(source), "-o", str(output), "--context", str(context), "--no-progress",
+            "--schema", "schemas:QA"]  # fmt: skip
+    try:
+        assert main(argv) == 1
+        journal = [json.loads(line) for line in Path(f"{output}.jsonl").read_text().splitlines()]
+        [bad] = [r for r in journal if r["status"] == "error"]
+        assert bad["id"] == "volcanoes" and bad["error"]["type"] == "AnswerDoesNotFit"
+        assert "does not fit QA" in bad["error"]["message"] and len(bad["proposals"]) == 2
+        misfit["on"] = False
+        assert main([*argv, "--retry-failed"]) == 0
+    finally:
+        server.stop()
+    table = {r["id"]: r for r in pq.read_table(output).to_pylist()}
+    assert {r["status"] for r in table.values()} == {"ok"}
+    volcanoes = table["volcanoes"]
+    assert (
+        volcanoes["answer.question"]
+        == volcanoes["answer.answer"]
+        == ("Write a quiz item about volcanoes.")
+    )
+    assert "1 ok, 0 failed, 2 already done" in capsys.readouterr().err
+
+
+async def test_a_json_schema_types_the_rows_through_the_python_api(key, tmp_path: Path) -> None:
+    server = ScriptedOpenAIServer(lambda b: forced_call(b) if b.get("tools") else "p").start()
+    schema = {"title": "Pair", "type": "object", "required": ["a", "b"],
+              "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}  # fmt: skip
+    try:
+        records = [r async for r in abatch_generate(
+            ["Pair 3 with 4.", "Pair 5 with 6."], context=context_for(server), schema=schema,
+        )]  # fmt: skip
+    finally:
+        server.stop()
+    assert sorted(r["answer"]["a"] for r in records) == [3, 5]
+    assert all(r["status"] == "ok" and "tool_calls" not in r for r in records)
+    tool = server.requests[-1]["tools"][0]["function"]
+    assert tool["name"] == "Pair" and tool["parameters"] == schema
