@@ -346,7 +346,14 @@ class MoANodes:
     ) -> Update:
         label = self.models.aggregator_label(ctx)
         if not outcome.answer.text.strip() and not outcome.answer.tool_calls:
-            raise AggregatorError(label, "returned an empty answer", state["proposals"])
+            broken = getattr(outcome.answer, "invalid_tool_calls", [])
+            why = (
+                f"returned a call of {broken[0].get('name')!r} whose arguments are not valid "
+                "JSON (cut off at max_tokens?)"
+                if broken
+                else "returned an empty answer"
+            )
+            raise AggregatorError(label, why, state["proposals"])
         aggregation = Aggregation(
             mode=outcome.mode,
             requested_mode=ctx.aggregator_mode,

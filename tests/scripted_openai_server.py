@@ -31,7 +31,12 @@ class ToolCall:
     """What the script returns to answer with a tool call instead of text."""
 
     name: str
-    arguments: dict[str, Any]
+    arguments: dict[str, Any] | str
+    """The arguments; text is sent as it is (e.g. JSON cut off mid-object)."""
+
+    @property
+    def json(self) -> str:
+        return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
 
 
 Script = Callable[[dict[str, Any]], "str | Fault | ToolCall"]
@@ -111,7 +116,7 @@ class ScriptedOpenAIServer:
                 if isinstance(text, ToolCall):
                     message = {"role": "assistant", "content": None, "tool_calls": [{
                         "id": "call_scripted", "type": "function",
-                        "function": {"name": text.name, "arguments": json.dumps(text.arguments)},
+                        "function": {"name": text.name, "arguments": text.json},
                     }]}  # fmt: skip
                 payload = json.dumps(
                     {
@@ -148,7 +153,7 @@ class ScriptedOpenAIServer:
                 self.end_headers()
                 deltas: list[dict[str, Any]]
                 if isinstance(text, ToolCall):
-                    arguments = json.dumps(text.arguments)
+                    arguments = text.json
                     half = len(arguments) // 2  # the arguments arrive in two fragments
                     deltas = [
                         {"tool_calls": [{"index": 0, "id": "call_scripted", "type": "function",

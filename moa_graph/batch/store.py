@@ -100,8 +100,9 @@ def _write_parquet(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def _columns(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's columns; a missing answer (an error row) makes no ``answer`` column."""
     answer = record.get("answer")
-    if not isinstance(answer, dict):
-        return record
-    fields = {f"answer.{name}": value for name, value in answer.items()}
-    return {**{k: v for k, v in record.items() if k != "answer"}, **fields}
+    rest = {k: v for k, v in record.items() if k != "answer"}
+    if isinstance(answer, dict):
+        return {**rest, **{f"answer.{name}": value for name, value in answer.items()}}
+    return rest if answer is None else record

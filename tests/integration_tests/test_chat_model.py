@@ -11,7 +11,7 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
-from moa_graph import ChatMoA, MoAContext, StructuredOutputError
+from moa_graph import AggregatorError, ChatMoA, MoAContext, StructuredOutputError
 from moa_graph.agents import MoAMiddleware, moa_tool
 from tests.scripted_openai_server import (
     Fault,
@@ -260,3 +260,11 @@ def test_select_keeps_the_chosen_object_and_falls_back_when_it_made_none(
     aggregation = out["raw"].response_metadata["aggregation"]
     assert aggregation["mode"] == "synthesize"
     assert aggregation["fallback"] == "select: the chosen proposal made no tool call"
+
+
+def test_a_call_cut_off_mid_json_is_an_error_that_says_so(
+    openai_upstream: Callable[[Script], ScriptedOpenAIServer],
+) -> None:
+    openai_upstream(lambda body: ToolCall("Sum", '{"a": 3, "b"') if body.get("tools") else "p")
+    with pytest.raises(AggregatorError, match="arguments are not valid JSON"):
+        moa("openai:p").with_structured_output(Sum).invoke("3 and 4")
