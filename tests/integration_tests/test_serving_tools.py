@@ -123,3 +123,12 @@ def test_an_answer_that_does_not_fit_is_never_returned(url: str, upstream: Upstr
     assert json.loads(events[-1])["error"]["code"] == "invalid_structured_output"
     finishes = [c["finish_reason"] for e in events[:-1] for c in json.loads(e).get("choices", [])]
     assert "stop" not in finishes and "[DONE]" not in events
+
+
+def test_json_object_answers_any_object(url: str, upstream: Upstream) -> None:
+    done = api(url).chat.completions.create(
+        model="moa", messages=[{"role": "user", "content": "Give me JSON."}],
+        response_format={"type": "json_object"},
+    )  # fmt: skip
+    assert isinstance(json.loads(done.choices[0].message.content), dict)
+    assert upstream.calls("agg")[-1]["tool_choice"]["function"]["name"] == "json_object"
