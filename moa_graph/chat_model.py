@@ -31,6 +31,7 @@ from moa_graph.answer_stream import AnswerStream
 from moa_graph.context import PROPOSAL_MODES, MoAContext
 from moa_graph.errors import MoAConfigError, StructuredOutputError
 from moa_graph.graph import build_moa_graph
+from moa_graph.layers import panel_status
 from moa_graph.state import Proposal
 from moa_graph.usage import run_usage
 
@@ -346,9 +347,6 @@ def response_metadata(out: dict[str, Any], model_name: str) -> dict[str, Any]:
         ``proposals_asked`` and ``proposals_answered`` of the last layer, and ``degraded``.
     """
     proposals: list[Proposal] = out.get("proposals", [])
-    last = max((p["layer"] for p in proposals), default=0)
-    in_last = [p for p in proposals if p["layer"] == last]
-    answered = sum(p["status"] == "ok" for p in in_last)
     return {
         "model_name": model_name,
         "aggregation": out.get("aggregation"),
@@ -364,7 +362,5 @@ def response_metadata(out: dict[str, Any], model_name: str) -> dict[str, Any]:
             }
             for p in proposals
         ],
-        "proposals_asked": len(in_last),
-        "proposals_answered": answered,
-        "degraded": answered < len(in_last),
+        **panel_status(proposals),
     }

@@ -13,6 +13,8 @@ import hashlib
 import secrets
 from collections.abc import Iterable, Sequence
 
+from typing_extensions import TypedDict
+
 from moa_graph.aggregation import Candidate
 from moa_graph.errors import ProposerQuorumError
 from moa_graph.state import Proposal, Review
@@ -39,6 +41,30 @@ def call_seed(seed: int | None, layer: int, spec: int, sample: int) -> int:
         return secrets.randbelow(SEED_RANGE)
     digest = hashlib.sha256(f"moa-graph:{seed}:{layer}:{spec}:{sample}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % SEED_RANGE
+
+
+class PanelStatus(TypedDict):
+    """How many of the last layer's proposals were asked for and answered.
+
+    Attributes:
+        proposals_asked: Proposer calls of the last layer.
+        proposals_answered: Those that answered (``status == "ok"``).
+        degraded: True when the answer was made from fewer proposals than asked for.
+    """
+
+    proposals_asked: int
+    proposals_answered: int
+    degraded: bool
+
+
+def panel_status(proposals: Sequence[Proposal]) -> PanelStatus:
+    """Return how many of the last layer's proposals were asked for and answered."""
+    last = max((p["layer"] for p in proposals), default=0)
+    in_last = [p for p in proposals if p["layer"] == last]
+    answered = sum(p["status"] == "ok" for p in in_last)
+    return PanelStatus(
+        proposals_asked=len(in_last), proposals_answered=answered, degraded=answered < len(in_last)
+    )
 
 
 def layer_references(proposals: Sequence[Proposal], layer: int) -> list[str]:

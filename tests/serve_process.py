@@ -33,7 +33,10 @@ class Upstream:
     fail_proposers: bool = False
     misfit_calls: bool = False
     """Tool calls with arguments that fit no schema (``{"unexpected": true}``)."""
+    fail_first_proposer: bool = False
+    """The first proposer call of each question fails (a panel that shrank)."""
     server: ScriptedOpenAIServer = field(init=False)
+    _asked: set[str] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self.server = ScriptedOpenAIServer(self.reply).start()
@@ -48,7 +51,12 @@ class Upstream:
         if body["model"] == "agg":
             return ANSWER
         time.sleep(self.proposer_delay_s)
-        return Fault(400) if self.fail_proposers else PROPOSAL
+        question = str(body["messages"])
+        first = question not in self._asked
+        self._asked.add(question)
+        if self.fail_proposers or (self.fail_first_proposer and first):
+            return Fault(400)
+        return PROPOSAL
 
     def calls(self, model: str) -> list[dict]:
         return [b for b in self.server.requests if b["model"] == model]

@@ -26,6 +26,7 @@ from moa_graph.batch.store import RecordStore
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph, proposer_cache_policy
+from moa_graph.layers import panel_status
 from moa_graph.state import Usage
 from moa_graph.structured import AnswerSchema
 from moa_graph.sync import run_sync
@@ -39,6 +40,7 @@ class BatchStats:
     Attributes:
         skipped: (row, sample) pairs already ``ok`` in the output, not run again.
         ok: Pairs that finished ``ok`` in this run.
+        degraded: Of those, the ones answered from fewer proposals than asked for.
         failed: Pairs that ended ``error`` in this run.
         usage: Tokens of this run's calls.
         cost_usd: Cost of this run's calls; None once a call had no price.
@@ -47,6 +49,7 @@ class BatchStats:
 
     skipped: int = 0
     ok: int = 0
+    degraded: int = 0
     failed: int = 0
     usage: Usage = field(default_factory=lambda: Usage(input_tokens=0, output_tokens=0))
     cost_usd: float | None = 0.0
@@ -256,6 +259,7 @@ class BatchRunner:
     def _count(self, record: BatchRecord) -> None:
         if record["status"] == "ok":
             self.stats.ok += 1
+            self.stats.degraded += panel_status(record["proposals"])["degraded"]
         else:
             self.stats.failed += 1
         usage = record.get("usage")

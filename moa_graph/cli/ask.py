@@ -20,6 +20,7 @@ from moa_graph.cli.options import context_from
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph
+from moa_graph.layers import panel_status
 from moa_graph.state import InputState, Proposal
 from moa_graph.sync import run_sync
 from moa_graph.usage import run_usage
@@ -107,6 +108,11 @@ async def _stream_turn(
         f"{usage['input_tokens']} tokens in, {usage['output_tokens']} out"
         + (f" ({unreported} calls reported no usage)" if unreported else "")
     )
+    if summary["degraded"]:
+        _progress(
+            f"warning: the answer was made from {summary['proposals_answered']} of "
+            f"{summary['proposals_asked']} proposals (the others failed; see above)"
+        )
 
 
 def _report_task(event: dict[str, Any], context: MoAContext, show_proposals: bool) -> None:
@@ -145,6 +151,7 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
         # e.g. the embedded server reports no usage for a streamed answer
         "calls_without_usage": sum(p["usage"] is None for p in proposals)
         + (aggregation["calls"] if aggregation["usage"] is None else 0),
+        **panel_status(proposals),
     }
 
 

@@ -116,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
     stats = runner.stats
     print(
         f"moa-graph: batch {'stopped early after ' + stats.stopped if stats.stopped else 'done'}: "
-        f"{stats.ok} ok, {stats.failed} failed, {stats.skipped} already done; output has "
+        f"{stats.ok} ok"
+        + (f" ({stats.degraded} from fewer proposals than asked)" if stats.degraded else "")
+        + f", {stats.failed} failed, {stats.skipped} already done; output has "
         f"{counts['ok']} ok and {counts['error']} error records: {runner.store.output} "
         f"(manifest {runner.store.manifest})"
         + (". Re-run with --retry-failed to redo the failed rows" if counts["error"] else ""),

@@ -39,6 +39,7 @@ from moa_graph.answer_stream import AnswerStream
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph
+from moa_graph.layers import PanelStatus, panel_status
 from moa_graph.serving.catalog import (
     ASSISTANTS_FILE,
     WORKERS_ENV,
@@ -127,7 +128,11 @@ def create_app(
             usage=_usage(out),
             choices=[Choice(index=0, finish_reason=finish, message=message)],
         )
-        return JSONResponse(completion.model_dump(exclude_none=True))
+        panel = panel_status(out["proposals"])
+        return JSONResponse(
+            {**completion.model_dump(exclude_none=True), "moa": panel},
+            headers={PANEL_HEADER: _panel_header(panel)},
+        )
 
     app.include_router(router)
     install_handlers(app)
@@ -147,7 +152,7 @@ async def _stream(
     heartbeat_s = float(os.environ.get("MOA_SERVE_HEARTBEAT_S", "0.5"))
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
-    def chunk(delta: ChoiceDelta, finish: Any = None, usage: Any = None) -> str:
+    def chunk(delta: ChoiceDelta, finish: Any = None, usage: Any = None, moa: Any = None) -> str:
         choices = [] if usage else [ChunkChoice(index=0, delta=delta, finish_reason=finish)]
         event = ChatCompletionChunk(
             id=chunk_id,
@@ -157,7 +162,8 @@ async def _stream(
             choices=choices,
             usage=usage,
         )
-        return f"data: {event.model_dump_json(exclude_unset=True)}\n\n"
+        fields = event.model_dump(mode="json", exclude_unset=True)
+        return f"data: {json.dumps({**fields, 'moa': moa} if moa else fields)}\n\n"
 
     async def pump() -> None:
         try:
@@ -201,7 +207,9 @@ async def _stream(
         except APIError as error:
             yield f"data: {json.dumps(error.body())}\n\n"
             return
-        yield chunk(ChoiceDelta(), finish=finish)
+        # The finishing chunk says how many proposals went into the answer (the headers are
+        # long gone when streaming).
+        yield chunk(ChoiceDelta(), finish=finish, moa=panel_status(final.get("proposals", [])))
         if (body.stream_options or {}).get("include_usage"):
             yield chunk(ChoiceDelta(), usage=_usage(final))
         yield "data: [DONE]\n\n"
@@ -211,6 +219,12 @@ async def _stream(
 
 
 FinishReason = Literal["stop", "tool_calls"]
+PANEL_HEADER = "x-moa-proposals"
+"""Response header: ``answered/asked`` proposals of the last layer, e.g. ``2/3``."""
+
+
+def _panel_header(panel: PanelStatus) -> str:
+    return f"{panel['proposals_answered']}/{panel['proposals_asked']}"
 
 
 def _reply(answer: BaseMessage, form: AnswerForm) -> tuple[ChatCompletionMessage, FinishReason]:

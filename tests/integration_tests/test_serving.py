@@ -35,6 +35,7 @@ def locked_url(upstream: Upstream) -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def reset(upstream: Upstream) -> None:
     upstream.proposer_delay_s, upstream.fail_proposers = 0.0, False
+    upstream.fail_first_proposer = False
 
 
 def client(url: str, **kwargs) -> openai.OpenAI:
@@ -208,3 +209,20 @@ def test_bearer_key_and_request_limit(locked_url: str, upstream: Upstream) -> No
             model="moa", messages=USER
         )
     slow.join()
+
+
+def test_a_panel_that_shrank_is_said_in_a_header_and_a_field(url: str, upstream: Upstream) -> None:
+    upstream.fail_first_proposer = True
+    body = {"model": "moa", "messages": [{"role": "user", "content": "Name a tree."}]}
+    done = httpx.post(f"{url}/chat/completions", json=body, timeout=30)
+    assert done.status_code == 200 and done.headers["x-moa-proposals"] == "1/2"
+    assert done.json()["moa"] == {"proposals_asked": 2, "proposals_answered": 1, "degraded": True}
+    streamed = {**body, "messages": [{"role": "user", "content": "Name a bird."}], "stream": True}
+    with httpx.stream("POST", f"{url}/chat/completions", json=streamed, timeout=30) as response:
+        events = [json.loads(line[6:]) for line in response.iter_lines()
+                  if line.startswith("data: {")]  # fmt: skip
+    [finishing] = [e for e in events if e.get("choices") and e["choices"][0].get("finish_reason")]
+    assert finishing["moa"]["degraded"] is True
+    upstream.fail_first_proposer = False
+    whole = httpx.post(f"{url}/chat/completions", json={**body, "messages": USER}, timeout=30)
+    assert whole.headers["x-moa-proposals"] == "2/2" and not whole.json()["moa"]["degraded"]

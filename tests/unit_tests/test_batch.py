@@ -337,3 +337,24 @@ async def test_a_json_schema_types_the_rows_through_the_python_api(key, tmp_path
     assert all(r["status"] == "ok" and "tool_calls" not in r for r in records)
     tool = server.requests[-1]["tools"][0]["function"]
     assert tool["name"] == "Pair" and tool["parameters"] == schema
+
+
+def test_rows_answered_by_a_shrunken_panel_are_counted(
+    key, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ScriptedOpenAIServer(lambda b: Fault(400) if b["model"] == "down" else "ok").start()
+    source = tmp_path / "rows.jsonl"
+    source.write_text('{"prompt": "a?"}\n{"prompt": "b?"}\n')
+    context = tmp_path / "ctx.json"
+    spec = {"model_kwargs": {"base_url": server.url}}
+    context.write_text(json.dumps({
+        "proposers": [{"model": "openai:m", **spec}, {"model": "openai:down", **spec}],
+        "aggregator": {"model": "openai:agg", **spec}, "retries": 0,
+    }))  # fmt: skip
+    argv = ["batch", str(source), "-o", str(tmp_path / "o.jsonl"), "--context", str(context),
+            "--no-progress"]  # fmt: skip
+    try:
+        assert main(argv) == 0
+    finally:
+        server.stop()
+    assert "2 ok (2 from fewer proposals than asked), 0 failed" in capsys.readouterr().err

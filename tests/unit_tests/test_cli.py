@@ -5,6 +5,7 @@ import pytest
 from moa_graph import ModelSpec, cli
 from moa_graph.cli.main import parser
 from moa_graph.cli.options import context_from
+from tests.scripted_openai_server import Fault, ScriptedOpenAIServer
 
 
 @pytest.mark.parametrize(
@@ -77,3 +78,23 @@ def test_help_documents_the_compact_proposer_form(capsys) -> None:
     out = " ".join(capsys.readouterr().out.split())
     assert "--proposer 'local:smollm2 n=3 temperature=1.0'" in out
     assert "usc: Universal Self-Consistency" in out and "--context FILE.json" in out
+
+
+def test_an_answer_from_a_shrunken_panel_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ScriptedOpenAIServer(
+        lambda body: Fault(400) if body["model"] == "down" else "an answer"
+    ).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    try:
+        argv = ["ask", "hi", "--proposer", "openai:up", "--proposer", "openai:down",
+                "--aggregator", "openai:agg"]  # fmt: skip
+        assert cli.main(argv) == 0
+        assert "warning: the answer was made from 1 of 2 proposals" in capsys.readouterr().err
+        assert cli.main([*argv, "--json"]) == 0
+    finally:
+        server.stop()
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["proposals_answered"], summary["degraded"]) == (1, True)
