@@ -21,11 +21,13 @@ from moa_graph.validation import (
 
 AggregatorMode = Literal["synthesize", "select", "vote", "sequential"]
 ReferenceFormat = Literal["numbered", "tagged"]
+FewerProposals = Literal["answer", "fail"]
 _MODES: tuple[str, ...] = get_args(AggregatorMode)
 PROPOSAL_MODES = frozenset({"select", "vote"})
 """Aggregator modes whose answer is one proposal: for an answer that must be a tool call (or a
 structured object), their proposers need the tools too."""
 _FORMATS: tuple[str, ...] = get_args(ReferenceFormat)
+_FEWER: tuple[str, ...] = get_args(FewerProposals)
 
 
 @dataclass(kw_only=True)
@@ -141,6 +143,23 @@ class MoAContext:
         metadata={
             "description": "How many proposers of a layer must answer for the run to go on; "
             "failed proposers are left out of the references."
+        },
+    )
+    on_fewer_proposals: FewerProposals = field(
+        default="answer",
+        metadata={
+            "description": "When some proposers of a layer fail or time out: 'answer' goes on "
+            "with those that answered (at least min_proposals), and the records, ChatMoA's "
+            "response_metadata and the API's x-moa-proposals header say so; 'fail' ends the "
+            "run with ProposerQuorumError instead. Calls cut off by first_k are not failures."
+        },
+    )
+    skip_unavailable: bool = field(
+        default=False,
+        metadata={
+            "description": "A proposer whose provider credentials (or region) are not set is "
+            "left out: it is recorded as failed ('ModelUnavailable: ...') and nothing is sent. "
+            "Off: such a spec stops the run before any call. The aggregator is never skipped."
         },
     )
     first_k: int | None = field(
@@ -317,10 +336,11 @@ class MoAContext:
             check_pattern(self.answer_pattern)
         check_int("window_size", self.window_size, minimum=1)
         check_int("min_proposals", self.min_proposals, minimum=1)
+        check_choice("on_fewer_proposals", self.on_fewer_proposals, _FEWER)
         check_number("straggler_grace_s", self.straggler_grace_s, minimum=0.0)
         check_number("proposer_timeout_s", self.proposer_timeout_s, minimum=0.001)
         check_choice("reference_format", self.reference_format, _FORMATS)
-        for name in ("shuffle_references", "review", "proposer_tools"):
+        for name in ("shuffle_references", "review", "proposer_tools", "skip_unavailable"):
             if not isinstance(getattr(self, name), bool):
                 raise MoAConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.seed is not None:

@@ -11,8 +11,17 @@ class MoAConfigError(ValueError):
     """
 
 
+class MissingCredentials(MoAConfigError):
+    """A hosted provider's credentials (or region) are not set: the model cannot be created.
+
+    With ``MoAContext.skip_unavailable`` such a proposer is left out and recorded instead.
+    """
+
+
 class ProposerQuorumError(RuntimeError):
     """Fewer proposers than `min_proposals` answered in a layer.
+
+    With ``on_fewer_proposals="fail"``: not every one (calls cut off by ``first_k`` aside).
 
     Attributes:
         layer: The 1-based layer that failed.
@@ -28,6 +37,7 @@ class ProposerQuorumError(RuntimeError):
         succeeded: int,
         failures: list[tuple[str, str]],
         records: list[Any] | None = None,
+        rule: str | None = None,
     ):
         self.layer = layer
         self.failures = failures
@@ -35,7 +45,7 @@ class ProposerQuorumError(RuntimeError):
         detail = "; ".join(f"{model}: {error}" for model, error in failures)
         super().__init__(
             f"layer {layer}: {succeeded} of {succeeded + len(failures)} proposers answered, "
-            f"min_proposals is {needed}. Failed: {detail}"
+            f"{rule or f'min_proposals is {needed}'}. Failed: {detail}"
         )
 
 

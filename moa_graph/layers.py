@@ -19,6 +19,9 @@ from moa_graph.aggregation import Candidate
 from moa_graph.errors import ProposerQuorumError
 from moa_graph.state import Proposal, Review
 
+_FAILED = ("failed", "timeout")
+"""Statuses of calls that did not answer; ``cancelled`` (cut off by ``first_k``) is not one."""
+
 SEED_RANGE = 2**31
 """Seeds are drawn from [0, 2**31): every OpenAI-compatible server takes a 32-bit int."""
 
@@ -49,7 +52,9 @@ class PanelStatus(TypedDict):
     Attributes:
         proposals_asked: Proposer calls of the last layer.
         proposals_answered: Those that answered (``status == "ok"``).
-        degraded: True when the answer was made from fewer proposals than asked for.
+        degraded: True when a proposer of the last layer failed or timed out, so the answer
+            was made from fewer proposals than asked for (calls cut off by ``first_k`` are
+            not failures).
     """
 
     proposals_asked: int
@@ -62,9 +67,8 @@ def panel_status(proposals: Sequence[Proposal]) -> PanelStatus:
     last = max((p["layer"] for p in proposals), default=0)
     in_last = [p for p in proposals if p["layer"] == last]
     answered = sum(p["status"] == "ok" for p in in_last)
-    return PanelStatus(
-        proposals_asked=len(in_last), proposals_answered=answered, degraded=answered < len(in_last)
-    )
+    failed = any(p["status"] in _FAILED for p in in_last)
+    return PanelStatus(proposals_asked=len(in_last), proposals_answered=answered, degraded=failed)
 
 
 def layer_references(proposals: Sequence[Proposal], layer: int) -> list[str]:
@@ -102,8 +106,17 @@ def _candidate(proposal: Proposal, edited: str | None = None) -> Candidate:
     return Candidate(proposal["index"], proposal["content"] or "", calls)
 
 
-def check_quorum(proposals: Sequence[Proposal], layer: int, min_proposals: int) -> None:
+def check_quorum(
+    proposals: Sequence[Proposal], layer: int, min_proposals: int, *, every: bool = False
+) -> None:
     """Raise unless at least `min_proposals` proposers of `layer` answered.
+
+    Args:
+        proposals: The turn's records.
+        layer: The 1-based layer to check.
+        min_proposals: The fewest answers the run goes on with.
+        every: Every call of the layer must answer (``on_fewer_proposals="fail"``), except
+            those cut off by ``first_k``.
 
     Raises:
         ProposerQuorumError: Too few answers; it names every failed model and its error
@@ -111,9 +124,14 @@ def check_quorum(proposals: Sequence[Proposal], layer: int, min_proposals: int) 
     """
     records = [p for p in proposals if p["layer"] == layer]
     succeeded = sum(p["status"] == "ok" for p in records)
-    failures = [(p["model"], p["error"] or "") for p in records if p["status"] != "ok"]
+    failures = [(p["model"], p["error"] or "") for p in records if p["status"] in _FAILED]
+    rule = None
+    if every and failures:
+        min_proposals, rule = succeeded + len(failures), "on_fewer_proposals is 'fail'"
     if succeeded < min_proposals:
-        raise ProposerQuorumError(layer, min_proposals, succeeded, failures, list(proposals))
+        raise ProposerQuorumError(
+            layer, min_proposals, succeeded, failures, list(proposals), rule=rule
+        )
 
 
 def mark_selected(

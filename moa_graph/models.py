@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from langchain.chat_models import init_chat_model
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
 from langchain_openai import ChatOpenAI
 
-from moa_graph.errors import MoAConfigError
+from moa_graph.errors import MissingCredentials, MoAConfigError
 from moa_graph.limits import Admission, admission_for
 from moa_graph.local_server import local_base_url
 from moa_graph.spec import ModelSpec
@@ -139,9 +141,9 @@ class EmbeddedChatOpenAI(ChatOpenAI):
 
 
 def _require_credentials(provider: str, spec: str) -> None:
-    """Raise when a hosted provider's credentials are missing, naming what to set."""
+    """Raise `MissingCredentials` naming what to set, when a provider's credentials are missing."""
     if provider == "openai" and not os.environ.get("OPENAI_API_KEY"):
-        raise MoAConfigError(
+        raise MissingCredentials(
             f"{spec!r}: the OpenAI provider needs an API key: set OPENAI_API_KEY. For an "
             "OpenAI-compatible server (vLLM, Ollama, Together) set OPENAI_BASE_URL too, and any "
             "non-empty OPENAI_API_KEY if the server checks none"
@@ -151,11 +153,11 @@ def _require_credentials(provider: str, spec: str) -> None:
 
         session = boto3.Session()
         if not (os.environ.get("AWS_REGION") or session.region_name):
-            raise MoAConfigError(
+            raise MissingCredentials(
                 f"{spec!r}: Amazon Bedrock needs a region: set AWS_DEFAULT_REGION (or AWS_REGION)"
             )
         if session.get_credentials() is None:
-            raise MoAConfigError(
+            raise MissingCredentials(
                 f"{spec!r}: Amazon Bedrock needs AWS credentials: set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE for a profile in ~/.aws/credentials"
             )
@@ -201,6 +203,26 @@ class CallSlot:
     admission: Admission | None = None
 
 
+class ModelUnavailable(RuntimeError):
+    """A proposer left out because its credentials are missing (``skip_unavailable``)."""
+
+
+class UnavailableModel(BaseChatModel):
+    """Stands in for a proposer whose credentials are missing: every call fails at once.
+
+    Its record says why (``ModelUnavailable: ...``); nothing is sent anywhere.
+    """
+
+    reason: str
+
+    @property
+    def _llm_type(self) -> str:
+        return "unavailable"
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        raise ModelUnavailable(self.reason)
+
+
 class ModelSource:
     """Where a run's models come from: instances given to `build_moa_graph`, else the context.
 
@@ -239,7 +261,12 @@ class ModelSource:
             ]
         calls = []
         for i, spec in enumerate(ctx.proposer_specs(layer)):
-            model = _from_spec(spec, ctx, streaming=False)
+            try:
+                model = _from_spec(spec, ctx, streaming=False)
+            except MissingCredentials as exc:
+                if not ctx.skip_unavailable:
+                    raise
+                model = UnavailableModel(reason=str(exc))
             admission = _admission(spec, ctx)
             for sample in range(spec.n):
                 calls.append(

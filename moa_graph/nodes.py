@@ -190,7 +190,9 @@ class MoANodes:
         """Join the layer's branches; fail if too few answered; after the last, ask a reviewer."""
         ctx = _context()
         k = state["layer"]
-        check_quorum(state["proposals"], k, ctx.min_proposals)
+        check_quorum(
+            state["proposals"], k, ctx.min_proposals, every=ctx.on_fewer_proposals == "fail"
+        )
         if ctx.review and k == ctx.rounds:
             return {"review": self._ask_reviewer(state, k)}
         return {}

@@ -45,7 +45,7 @@ SAFE_FIELDS = frozenset(
         "rounds", "aggregator_mode", "first_k", "straggler_grace_s", "min_proposals",
         "reference_format", "shuffle_references", "seed", "window_size", "aggregator_prompt",
         "proposer_prompt", "temperature", "max_tokens", "proposer_timeout_s", "max_calls",
-        "proposer_tools",
+        "proposer_tools", "on_fewer_proposals", "skip_unavailable",
     }
 )  # fmt: skip
 """Fields a request may set by default: they shape a run over the operator's own models, and

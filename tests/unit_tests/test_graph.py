@@ -282,3 +282,15 @@ async def test_the_proposer_cache_keeps_answers_and_never_failures(sync: bool) -
                else await graph.ainvoke(inputs, context=context))  # fmt: skip
         assert [p["status"] for p in out["proposals"]] == ["ok", "failed", "ok"]
         assert (len(ok.calls), len(bad.calls)) == (2, run)  # the failure is asked again
+
+
+async def test_on_fewer_proposals_fail_ends_the_run_that_answer_would_finish() -> None:
+    ok, bad = ScriptedChatModel(reply="p"), ScriptedChatModel(error="provider outage")
+    graph = build_moa_graph(
+        proposers=[ok, bad, ok], aggregator=ScriptedChatModel(reply="answer")
+    ).compile()
+    question = {"messages": [HumanMessage("q")]}
+    answered = await graph.ainvoke(question, context=MoAContext(retries=0))
+    assert answered["messages"][-1].content == "answer"
+    with pytest.raises(ProposerQuorumError, match="2 of 3 proposers answered, on_fewer_propo"):
+        await graph.ainvoke(question, context=MoAContext(retries=0, on_fewer_proposals="fail"))

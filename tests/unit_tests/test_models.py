@@ -4,7 +4,10 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from moa_graph import MoAConfigError, MoAContext, build_moa_graph
+from moa_graph.errors import MissingCredentials
+from moa_graph.layers import panel_status
 from moa_graph.models import load_chat_model
+from tests.scripted_openai_server import ScriptedOpenAIServer
 
 
 def create(spec: str):
@@ -46,3 +49,27 @@ def test_openai_compatible_servers_also_get_max_tokens(monkeypatch: pytest.Monke
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
     assert create("openai:qwen2.5").extra_body == {"max_tokens": 64}
     assert create("openai:qwen2.5").max_retries == 0  # MoAContext.retries does the retrying
+
+
+async def test_skip_unavailable_leaves_out_a_proposer_without_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = ScriptedOpenAIServer(lambda body: f"from {body['model']}").start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    panel = {"proposers": ["openai:p", "bedrock_converse:amazon.nova-lite-v1:0"],
+             "aggregator": "openai:agg", "retries": 0}  # fmt: skip
+    graph = build_moa_graph().compile()
+    question = {"messages": [HumanMessage("Name a colour.")]}
+    try:
+        with pytest.raises(MissingCredentials, match="Amazon Bedrock needs"):
+            await graph.ainvoke(question, context=MoAContext(**panel))
+        assert server.requests == []  # stopped before any call
+        out = await graph.ainvoke(question, context=MoAContext(**panel, skip_unavailable=True))
+    finally:
+        server.stop()
+    skipped = out["proposals"][1]
+    assert skipped["status"] == "failed" and skipped["error"].startswith("ModelUnavailable")
+    assert [b["model"] for b in server.requests] == ["p", "agg"]
+    assert out["messages"][-1].content == "from agg"
+    assert panel_status(out["proposals"])["degraded"] is True
