@@ -123,7 +123,7 @@ def aggregate(
             outcome.fallback = "vote: no proposal had an answer matching answer_pattern"
             return outcome
         chosen = candidates[winner]
-        return Outcome(_reply(chosen), "vote", [chosen.index], chosen=chosen.index)
+        return Outcome(candidate_reply(chosen), "vote", [chosen.index], chosen=chosen.index)
     if settings.mode == "sequential":
         return (yield from _sequential(settings, messages, candidates, rng))
     return (yield from _synthesize(settings, messages, candidates, rng))
@@ -154,10 +154,38 @@ def _vote_calls(
     counts = Counter(keys)
     top = max(counts.values())
     chosen = next(c for c, key in zip(ballots, keys, strict=True) if counts[key] == top)
-    return Outcome(_reply(chosen), "vote", [chosen.index], chosen=chosen.index)
+    return Outcome(candidate_reply(chosen), "vote", [chosen.index], chosen=chosen.index)
 
 
-def _reply(candidate: Candidate) -> AIMessage:
+def agreed_answer(
+    candidates: Sequence[Candidate], pattern: str | None, share: float
+) -> Candidate | None:
+    """Return the answer at least `share` of `candidates` agree on, or None (a cascade's gate).
+
+    Answers compare as a vote compares them: tool calls by name and arguments with sorted keys,
+    texts by their extracted answer (`majority`'s rule). A draw for the most common answer
+    goes to the earliest; answers without an extractable answer count against agreement.
+    """
+    if not candidates:
+        return None
+    texts = [c.text for c in candidates]
+    numeric = pattern is None and all(_NUMBER.search(t) for t in texts)
+    keys = [
+        json.dumps(list(c.tool_calls), sort_keys=True)
+        if c.tool_calls
+        else extract_answer(c.text, pattern, numeric=numeric)
+        for c in candidates
+    ]
+    counts = Counter(key for key in keys if key is not None)
+    if not counts or max(counts.values()) < share * len(candidates):
+        return None
+    top = max(counts.values())
+    return next(
+        c for c, key in zip(candidates, keys, strict=True) if key is not None and counts[key] == top
+    )
+
+
+def candidate_reply(candidate: Candidate) -> AIMessage:
     """The answer that repeats `candidate`: its tool calls, or its text when it made none."""
     calls = [
         {"name": call["name"], "args": call["args"], "id": f"call_{candidate.index}_{i}",
@@ -212,7 +240,7 @@ def _select(
         outcome.replies.insert(0, judge)
         return outcome
     return Outcome(
-        _reply(chosen),
+        candidate_reply(chosen),
         "select",
         [chosen.index],
         chosen=chosen.index,

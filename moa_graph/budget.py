@@ -28,15 +28,18 @@ def most_aggregator_calls(mode: str, window_size: int, last_layer: int) -> int:
     return 1
 
 
-def most_calls(mode: str, window_size: int, layer_sizes: list[int]) -> int:
+def most_calls(mode: str, window_size: int, layer_sizes: list[int], *, first_stage: int = 0) -> int:
     """Return the most model calls of one run: every proposer call plus the aggregator's.
 
     Args:
         mode: ``MoAContext.aggregator_mode``.
         window_size: ``MoAContext.window_size``.
         layer_sizes: Proposer calls per layer (samples counted), one entry per round.
+        first_stage: Calls of a cascade's first stage (``MoAContext.cascade``), which a run
+            that escalates makes before all the others.
     """
-    return sum(layer_sizes) + most_aggregator_calls(mode, window_size, layer_sizes[-1])
+    aggregator = most_aggregator_calls(mode, window_size, layer_sizes[-1])
+    return first_stage + sum(layer_sizes) + aggregator
 
 
 def check_max_calls(max_calls: int | None, calls: int, *, setting: str = "max_calls") -> None:

@@ -154,6 +154,23 @@ class MoAContext:
             "run with ProposerQuorumError instead. Calls cut off by first_k are not failures."
         },
     )
+    cascade: list[str | ModelSpec] | None = field(
+        default=None,
+        metadata={
+            "description": "A cascade's first stage: cheap proposer calls asked before the "
+            "MoA, e.g. ['local:smollm2 n=3']. When at least cascade_agreement of their answers "
+            "agree (the same extracted answer, as a vote compares them, or the same tool call), "
+            "that answer is returned at once; otherwise the run escalates to the configured "
+            "layers and aggregator. Empty: no cascade (FrugalGPT, arXiv 2305.05176)."
+        },
+    )
+    cascade_agreement: float = field(
+        default=1.0,
+        metadata={
+            "description": "With cascade: the share (above 0, at most 1) of first-stage answers "
+            "that must agree for the cascade to answer alone; 1.0: all of them."
+        },
+    )
     skip_unavailable: bool = field(
         default=False,
         metadata={
@@ -292,7 +309,12 @@ class MoAContext:
         return cls(**preset_settings(name, overrides))
 
     def proposer_specs(self, layer: int) -> list[ModelSpec]:
-        """Return the proposer specs of a 1-based `layer`, as `ModelSpec` objects."""
+        """Return the proposer specs of a 1-based `layer`, as `ModelSpec` objects.
+
+        Layer 0 is the cascade's first stage (empty without ``cascade``).
+        """
+        if layer == 0:
+            return [to_model_spec("cascade", spec) for spec in self.cascade or []]
         given = self.layer_proposers[layer - 1] if self.layer_proposers else self.proposers
         return [to_model_spec("proposers", spec) for spec in given]
 
@@ -302,6 +324,9 @@ class MoAContext:
 
     def _validate(self) -> None:
         self.proposers = _check_specs("proposers", self.proposers)
+        if self.cascade is not None:
+            self.cascade = _check_specs("cascade", self.cascade)
+        check_number("cascade_agreement", self.cascade_agreement, minimum=0.001, maximum=1.0)
         if self.layer_proposers is not None:
             if not isinstance(self.layer_proposers, list) or not self.layer_proposers:
                 raise MoAConfigError(

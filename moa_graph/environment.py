@@ -33,9 +33,12 @@ def _default_of(f: Field[Any]) -> Any:
 def _parse_env(f: Field[Any], env_name: str, raw: str) -> Any:
     """Convert an environment variable's text to the value of field `f`."""
     try:
-        if f.name in ("proposers", "layer_proposers", "aggregator", "tools") and raw[0] in "[{":
+        if (
+            f.name in ("proposers", "layer_proposers", "aggregator", "tools", "cascade")
+            and raw[0] in "[{"
+        ):
             return json.loads(raw)
-        if f.name == "proposers":
+        if f.name in ("proposers", "cascade"):
             return [s.strip() for s in raw.split(",") if s.strip()]
         if f.name == "layer_proposers":
             return [[s.strip() for s in layer.split(",") if s.strip()] for layer in raw.split(";")]

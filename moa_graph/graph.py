@@ -97,15 +97,17 @@ def build_moa_graph(
     builder.add_node(
         "aggregator", RunnableLambda(nodes.aggregator, nodes.aaggregator, name="aggregator")
     )
+    builder.add_node("cascade_answer", _inline(nodes.cascade_answer))
     builder.add_edge(START, "layer")
     builder.add_conditional_edges("layer", _inline(nodes.send_to_proposers), ["proposer"])
     builder.add_edge("proposer", "collect_references")
     builder.add_conditional_edges(
         "collect_references",
         _inline(nodes.next_round_or_aggregate),
-        {"next round": "layer", "aggregate": "aggregator"},
+        {"next round": "layer", "aggregate": "aggregator", "cascade answers": "cascade_answer"},
     )
     builder.set_finish_point("aggregator")
+    builder.set_finish_point("cascade_answer")
     return builder
 
 

@@ -141,6 +141,8 @@ def mark_selected(
 
     A proposal of an earlier layer is selected when it answered (it was a reference of the
     next layer); one of `last_layer` when its ``index`` is in `used` (the aggregation used it).
+    A cascade's first stage (layer 0) is never a reference: after an escalation it is not
+    selected.
     """
     used = set(used)
     return [
@@ -148,7 +150,7 @@ def mark_selected(
             **{
                 **p,
                 "selected": p["status"] == "ok"
-                and (p["index"] in used if p["layer"] == last_layer else True),
+                and (p["index"] in used if p["layer"] == last_layer else p["layer"] > 0),
             }
         )
         for p in proposals

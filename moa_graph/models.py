@@ -250,10 +250,12 @@ class ModelSource:
     def proposers(self, ctx: "MoAContext", layer: int) -> list[CallSlot]:
         """Return one entry per proposer call of a 1-based `layer` (a spec's samples in a row).
 
+        Layer 0 is the cascade's first stage (``MoAContext.cascade``), always built from specs.
+
         Raises:
             MoAConfigError, LocalModelError: As `load_chat_model`.
         """
-        if self._instances is not None:
+        if self._instances is not None and layer > 0:  # a cascade's stage 0 is specs
             models = self._instances[0 if len(self._instances) == 1 else layer - 1]
             return [
                 CallSlot(label, model, spec_index=i, timeout_s=ctx.proposer_timeout_s)

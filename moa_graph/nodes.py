@@ -23,7 +23,16 @@ from langgraph.errors import NodeError
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Command, Overwrite, Send, interrupt
 
-from moa_graph.aggregation import AggregationSettings, AggregatorRequest, Outcome, Steps, aggregate
+from moa_graph.aggregation import (
+    AggregationSettings,
+    AggregatorRequest,
+    Candidate,
+    Outcome,
+    Steps,
+    aggregate,
+    agreed_answer,
+    candidate_reply,
+)
 from moa_graph.budget import check_max_calls, most_calls
 from moa_graph.calls import (
     CallPolicy,
@@ -110,14 +119,20 @@ class MoANodes:
             )
         sizes = self.models.check(ctx)
         check_layer_sizes(ctx, sizes)
-        check_max_calls(bound, most_calls(ctx.aggregator_mode, ctx.window_size, sizes))
+        first_stage = len(self.models.proposers(ctx, 0))
+        check_max_calls(
+            bound,
+            most_calls(ctx.aggregator_mode, ctx.window_size, sizes, first_stage=first_stage),
+        )
         if ctx.review and get_config()["configurable"].get(CONFIG_KEY_CHECKPOINTER) is None:
             raise MoAConfigError(
                 "review=True pauses the run for a person, which needs a checkpointer: compile "
                 "with compile(checkpointer=InMemorySaver()) and pass a thread_id in the config "
                 "(langgraph dev and Studio have one)"
             )
-        return {"layer": 1, "turn": turn, "proposals": Overwrite([]), "review": None}
+        # A cascade asks its first stage as layer 0 (`next_round_or_aggregate` is its gate).
+        first = 0 if first_stage else 1
+        return {"layer": first, "turn": turn, "proposals": Overwrite([]), "review": None}
 
     def send_to_proposers(self, state: MoAState) -> list[Send]:
         """Map the conversation (with the previous layer's references) to one Send per call."""
@@ -190,6 +205,9 @@ class MoANodes:
         """Join the layer's branches; fail if too few answered; after the last, ask a reviewer."""
         ctx = _context()
         k = state["layer"]
+        if k == 0:  # a cascade's first stage: one answer is enough to go on
+            check_quorum(state["proposals"], 0, 1)
+            return {}
         check_quorum(
             state["proposals"], k, ctx.min_proposals, every=ctx.on_fewer_proposals == "fail"
         )
@@ -197,9 +215,34 @@ class MoANodes:
             return {"review": self._ask_reviewer(state, k)}
         return {}
 
-    def next_round_or_aggregate(self, state: MoAState) -> Literal["next round", "aggregate"]:
-        """Loop to the next layer until `rounds` layers ran, then go to the aggregator."""
-        return "next round" if state["layer"] < _context().rounds else "aggregate"
+    def next_round_or_aggregate(
+        self, state: MoAState
+    ) -> Literal["next round", "aggregate", "cascade answers"]:
+        """Loop to the next layer until `rounds` layers ran, then go to the aggregator.
+
+        After a cascade's first stage (layer 0): answer from it when enough of its answers
+        agree, else escalate to layer 1.
+        """
+        ctx = _context()
+        if state["layer"] == 0:
+            return "cascade answers" if _cascade_choice(state, ctx) else "next round"
+        return "next round" if state["layer"] < ctx.rounds else "aggregate"
+
+    def cascade_answer(self, state: MoAState) -> Update:
+        """Answer with the cascade's first stage: the answer enough of its calls agreed on."""
+        ctx = _context()
+        chosen = _cascade_choice(state, ctx)
+        assert chosen is not None  # the gate sent the run here
+        aggregation = Aggregation(
+            mode="cascade", requested_mode=ctx.aggregator_mode, model=None, chosen=chosen.index,
+            fallback=None, judge_text=None, calls=0, seeds=[], usage=None, reviewed=False,
+        )  # fmt: skip
+        proposals = mark_selected(state["proposals"], 0, [chosen.index])
+        return {
+            "messages": [candidate_reply(chosen)],
+            "aggregation": aggregation,
+            "proposals": Overwrite(proposals),
+        }
 
     def aggregator(self, state: MoAState) -> Update:
         """Turn the last layer's proposals into the answer (sync form)."""
@@ -380,6 +423,12 @@ def _context(runtime: Runtime[MoAContext] | None = None) -> MoAContext:
     # runtime.context is None when the caller passes no context=.
     context = (runtime or get_runtime(MoAContext)).context
     return context if context is not None else MoAContext()
+
+
+def _cascade_choice(state: MoAState, ctx: MoAContext) -> Candidate | None:
+    """The first stage's agreed answer, or None when too few of its answers agree."""
+    first_stage = aggregator_candidates(state["proposals"], 0, None)
+    return agreed_answer(first_stage, ctx.answer_pattern, ctx.cascade_agreement)
 
 
 def _rng(ctx: MoAContext, layer: int) -> random.Random:

@@ -75,11 +75,12 @@ class Aggregation(TypedDict):
 
     Attributes:
         mode: The mode that produced the answer: ``"synthesize"``, ``"select"``, ``"vote"`` or
-            ``"sequential"``; ``"synthesize"`` when select or vote fell back to it.
+            ``"sequential"``; ``"synthesize"`` when select or vote fell back to it;
+            ``"cascade"`` when a cascade's first stage agreed (no layer or aggregator ran).
         requested_mode: ``MoAContext.aggregator_mode``.
         model: The aggregator's label, or None when no model was called (vote).
-        chosen: For select and vote, the ``index`` of the last layer's proposal whose text is
-            the answer; else None.
+        chosen: For select, vote and cascade, the ``index`` of the last layer's proposal whose
+            text is the answer (for cascade, of layer 0, the first stage); else None.
         fallback: Why the requested mode fell back to synthesis, or None.
         judge_text: For select, the aggregator's raw reply; else None.
         calls: Aggregator calls made (0 for vote, 2 for a select that fell back, one per

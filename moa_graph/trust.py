@@ -45,14 +45,14 @@ SAFE_FIELDS = frozenset(
         "rounds", "aggregator_mode", "first_k", "straggler_grace_s", "min_proposals",
         "reference_format", "shuffle_references", "seed", "window_size", "aggregator_prompt",
         "proposer_prompt", "temperature", "max_tokens", "proposer_timeout_s", "max_calls",
-        "proposer_tools", "on_fewer_proposals", "skip_unavailable",
+        "proposer_tools", "on_fewer_proposals", "skip_unavailable", "cascade_agreement",
     }
 )  # fmt: skip
 """Fields a request may set by default: they shape a run over the operator's own models, and
 the budgets bound the ones that cost (rounds, max_tokens, timeouts, calls). A field added to
 `MoAContext` later is refused until it is listed here."""
 
-MODEL_FIELDS = ("proposers", "layer_proposers", "aggregator")
+MODEL_FIELDS = ("proposers", "layer_proposers", "aggregator", "cascade")
 """Fields that name models: refused unless ``MOA_SERVE_ALLOW_MODELS`` is set."""
 
 WHY_REFUSED = {
@@ -255,7 +255,12 @@ class RequestPolicy:
         try:
             check_max_calls(
                 self.max_calls,
-                most_calls(ctx.aggregator_mode, ctx.window_size, sizes),
+                most_calls(
+                    ctx.aggregator_mode,
+                    ctx.window_size,
+                    sizes,
+                    first_stage=sum(s.n for s in ctx.proposer_specs(0)),
+                ),
                 setting="MOA_SERVE_MAX_CALLS",
             )
         except MoAConfigError as exc:
@@ -360,7 +365,7 @@ def _specs(param: str, name: str, value: object) -> Iterator[tuple[str, ModelSpe
         return
     if name == "aggregator":
         yield param, _spec(param, value)
-    elif name == "proposers" and isinstance(value, list):
+    elif name in ("proposers", "cascade") and isinstance(value, list):
         for i, item in enumerate(value):
             yield f"{param}[{i}]", _spec(f"{param}[{i}]", item)
     elif name == "layer_proposers" and isinstance(value, list):

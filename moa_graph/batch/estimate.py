@@ -22,7 +22,9 @@ def estimate(
         ``input_tokens_at_most``, ``output_tokens_at_most`` and ``cost_usd_at_most``.
     """
     sizes = [sum(s.n for s in context.proposer_specs(k)) for k in range(1, context.rounds + 1)]
-    per_run = most_calls(context.aggregator_mode, context.window_size, sizes)
+    first_stage = sum(s.n for s in context.proposer_specs(0))
+    per_run = most_calls(context.aggregator_mode, context.window_size, sizes,
+                         first_stage=first_stage)  # fmt: skip
     count = prompt_chars = 0
     for row in rows:
         count += 1

@@ -28,7 +28,8 @@ def refs_block(*answers: str) -> str:
 def test_topology_matches_the_paper_names() -> None:
     drawn = build_moa_graph().compile().get_graph()
     assert set(drawn.nodes) == {
-        "__start__", "layer", "proposer", "collect_references", "aggregator", "__end__",
+        "__start__", "layer", "proposer", "collect_references", "aggregator", "cascade_answer",
+        "__end__",
     }  # fmt: skip
     edges = {(e.source, e.target, e.data, e.conditional) for e in drawn.edges}
     assert edges == {
@@ -37,7 +38,9 @@ def test_topology_matches_the_paper_names() -> None:
         ("proposer", "collect_references", None, False),
         ("collect_references", "layer", "next round", True),
         ("collect_references", "aggregator", "aggregate", True),
+        ("collect_references", "cascade_answer", "cascade answers", True),
         ("aggregator", "__end__", None, False),
+        ("cascade_answer", "__end__", None, False),
     }
 
 
