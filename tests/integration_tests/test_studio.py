@@ -230,8 +230,10 @@ def calculate(op: Literal["+", "-", "*", "/"], a: float, b: float) -> float:
 
 async def test_tools_and_structured_output_over_v1_on_the_embedded_model(server: str) -> None:
     # The 135M model calls a tool only when the choice is forced (docs/notes.md, "Tools").
-    short = {"moa": {"max_tokens": 32}}
-    model = ChatOpenAI(base_url=f"{server}/v1", api_key=API_KEY, model="moa", max_tokens=64,
+    # Proposers write 32 tokens; the aggregator has room for a whole object (a cut-off object
+    # is an error, not an answer), and a seed makes the run repeat.
+    short = {"moa": {"max_tokens": 32, "seed": 7}}
+    model = ChatOpenAI(base_url=f"{server}/v1", api_key=API_KEY, model="moa", max_tokens=256,
                        max_retries=0, extra_body=short)  # fmt: skip
     agent = create_agent(model, tools=[calculate], middleware=[ForceToolOnFirstCall("calculate")])
     out = await agent.ainvoke({"messages": [("user", "What is 17 + 25?")]})
@@ -242,13 +244,13 @@ async def test_tools_and_structured_output_over_v1_on_the_embedded_model(server:
     api = openai.AsyncOpenAI(base_url=f"{server}/v1", api_key=API_KEY, max_retries=0)
     question = [{"role": "user", "content": "Name a primary colour."}]
     parsed = await api.chat.completions.parse(
-        model="moa", messages=question, response_format=Colour, max_tokens=64, extra_body=short
+        model="moa", messages=question, response_format=Colour, max_tokens=256, extra_body=short
     )
     assert isinstance(parsed.choices[0].message.parsed, Colour)
     forced = {"type": "function", "function": {"name": "calculate"}}
     async with api.chat.completions.stream(
         model="moa", messages=[{"role": "user", "content": "What is 6 times 7?"}],
-        tools=[convert_to_openai_tool(calculate)], tool_choice=forced, max_tokens=64,
+        tools=[convert_to_openai_tool(calculate)], tool_choice=forced, max_tokens=256,
         extra_body=short,
     ) as stream:  # fmt: skip
         final = await stream.get_final_completion()
