@@ -56,6 +56,11 @@ def render(report: "EvalReport") -> str:
             )
     lines.append("")
     lines += [f"- {c.sentence()}" for c in report.comparisons]
+    lines += [
+        f"- {s.name}: the cascade escalated to the MoA on {s.escalation_rate:.0%} of the items"
+        for s in report.systems
+        if s.escalation_rate is not None
+    ]
     if report.judge_usage:
         tokens = report.judge_usage["input_tokens"] + report.judge_usage["output_tokens"]
         calls = sum(len(r.get("judgments", [])) for r in report.records)

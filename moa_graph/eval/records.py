@@ -49,6 +49,8 @@ class ItemRecord(TypedDict):
         latency_s: Seconds of all turns, or None when a turn was answered partly from the
             node cache (a resumed or redone run).
         cost_usd: USD of all turns, or None when a model has no price.
+        escalated: For a system with a cascade: True when a turn went past the cascade's
+            first stage to the MoA, False when every turn was answered by it; else None.
         judgments: The judge's replies, parsed, with their raw text.
         judge_errors: Judgments without a verdict or rating (judged suites).
         pairs_judged: Pairwise: pairs with a verdict in both orders.
@@ -72,6 +74,7 @@ class ItemRecord(TypedDict):
     calls: int
     latency_s: float | None
     cost_usd: float | None
+    escalated: bool | None
     judgments: list[dict[str, Any]]
     judge_errors: NotRequired[int]
     pairs_judged: NotRequired[int]
@@ -130,6 +133,7 @@ def item_record(item: Item, system: str, turns: list[BatchRecord]) -> ItemRecord
             if any(t.get("cached_calls") for t in turns)
             else round(sum(t["latency_s"] for t in turns), 3),
             "cost_usd": sum_costs(costs),
+            "escalated": _escalated(turns) if ok else None,
             "judgments": [],
         }
     )
@@ -138,3 +142,10 @@ def item_record(item: Item, system: str, turns: list[BatchRecord]) -> ItemRecord
 def _calls(record: BatchRecord) -> int:
     aggregation = record["aggregation"]
     return len(record["proposals"]) + (aggregation["calls"] if aggregation else 0)
+
+
+def _escalated(turns: list[BatchRecord]) -> bool | None:
+    """Whether a cascade escalated on some turn; None when the runs had no cascade."""
+    if not any(p["layer"] == 0 for t in turns for p in t["proposals"]):
+        return None
+    return any(t["aggregation"] is None or t["aggregation"]["mode"] != "cascade" for t in turns)

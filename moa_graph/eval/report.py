@@ -59,6 +59,8 @@ class SystemResult:
         latency_p95_s: 95th percentile of the same.
         chosen_from: For ``best-single``: the single system it is, picked after seeing the
             results (an optimistic baseline); else None.
+        escalation_rate: For a system with a cascade: the share of its answered items that
+            went past the first stage to the MoA; else None.
     """
 
     name: str
@@ -76,6 +78,7 @@ class SystemResult:
     latency_p50_s: float
     latency_p95_s: float
     chosen_from: str | None = None
+    escalation_rate: float | None = None
 
 
 @dataclass
@@ -333,6 +336,9 @@ def _system_result(
         cost_per_item=None if not costs or None in costs else _mean([c or 0.0 for c in costs]),
         latency_p50_s=percentile(latencies, 0.5) if latencies else 0.0,
         latency_p95_s=percentile(latencies, 0.95) if latencies else 0.0,
+        escalation_rate=_mean(escalated) if (escalated := [
+            float(flag) for r in rows if (flag := r.get("escalated")) is not None
+        ]) else None,
     )  # fmt: skip
 
 

@@ -505,3 +505,23 @@ def test_call_match() -> None:
     assert not call_match(reference, "17 * 4 = 68")
     with pytest.raises(MoAConfigError, match="n <= 32400"):
         load_suite("tool-calls", n=40_000)
+
+
+async def test_the_report_gives_each_cascades_escalation_rate(server, tmp_path: Path) -> None:
+    suite = jsonl(
+        tmp_path / "s.jsonl", [{"prompt": f"q {i}", "reference": i + 1} for i in range(4)]
+    )
+    systems = tmp_path / "systems.json"
+    systems.write_text(json.dumps({
+        "agrees": {"preset": "vote", "cascade": ["openai:a n=2"]},  # a says one thing twice
+        "splits": {"preset": "vote", "cascade": ["openai:a", "openai:b"]},
+    }))  # fmt: skip
+    report = await arun_eval(
+        suite, [A, f"json:{systems}"], settings={"proposers": ["openai:a"] * 3}
+    )
+    single, agrees, splits = report.systems
+    assert (single.escalation_rate, agrees.escalation_rate, splits.escalation_rate) == (
+        None, 0.0, 1.0,
+    )  # fmt: skip
+    assert (agrees.calls_per_item, splits.calls_per_item) == (2, 5)  # 2; then 2 + 3 voters
+    assert "splits: the cascade escalated to the MoA on 100% of the items" in report.to_markdown()
