@@ -22,8 +22,16 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
+from moa_graph.analysis import (
+    ANALYSIS_SCHEMA,
+    ANALYSIS_TOOL,
+    ANALYZE_PROMPT,
+    ANSWER_FROM_ANALYSIS_PROMPT,
+    criteria_text,
+)
 from moa_graph.prompts import SELECT_MOST_CONSISTENT_PROMPT, SEQUENTIAL_BEST_SO_FAR
 from moa_graph.references import inject_references, reference_order
+from moa_graph.structured import AnswerDoesNotFit, answer_object, schema_tool
 
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 _CHOICE = re.compile(r"response\s*#?\s*(\d+)", re.I)
@@ -56,6 +64,12 @@ class AggregatorRequest:
     messages: list[BaseMessage]
     stream: bool
     step: int
+    tool: dict[str, Any] | None = None
+    """A tool to force on this call (its arguments are the reply), e.g. the judge's analysis."""
+    temperature: float | None = None
+    """A temperature for this call instead of the aggregator's (the judge's analysis: 0)."""
+    max_tokens: int | None = None
+    """Most tokens of this call instead of the aggregator's (the judge's analysis)."""
 
 
 @dataclass
@@ -69,6 +83,7 @@ class Outcome:
     fallback: str | None = None
     judge_text: str | None = None
     replies: list[AIMessage] = field(default_factory=list)
+    analysis: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,8 @@ class AggregationSettings:
     shuffle: bool
     answer_pattern: str | None
     window_size: int
+    judge_criteria: str | None = None
+    judge_max_tokens: int = 768
     calls_expected: bool = False
     """The proposers were given the tools with a forced choice: a proposal without a tool call
     did not answer in the asked form, so ``vote`` does not count it and ``select`` does not keep
@@ -126,6 +143,8 @@ def aggregate(
         return Outcome(candidate_reply(chosen), "vote", [chosen.index], chosen=chosen.index)
     if settings.mode == "sequential":
         return (yield from _sequential(settings, messages, candidates, rng))
+    if settings.mode == "analyze":
+        return (yield from _analyze(settings, messages, candidates, rng))
     return (yield from _synthesize(settings, messages, candidates, rng))
 
 
@@ -247,6 +266,51 @@ def _select(
         judge_text=judge.text,
         replies=[judge],
     )
+
+
+def _analyze(
+    settings: AggregationSettings,
+    messages: Sequence[BaseMessage],
+    candidates: Sequence[Candidate],
+    rng: random.Random,
+) -> Steps:
+    """The fusion judge: a typed analysis at temperature 0, then the answer written from it.
+
+    An analysis that does not come back as a valid object falls back to synthesis (the record
+    says so); the judge's two calls are steps 0 and 1.
+    """
+    order = reference_order(len(candidates), shuffle=settings.shuffle, rng=rng)
+    shown = [candidates[i].text for i in order]
+    criteria = criteria_text(settings.judge_criteria)
+    prompt = inject_references(
+        messages,
+        shown,
+        ANALYZE_PROMPT.format(count=len(shown), criteria=criteria),
+        reference_format=settings.reference_format,
+    )
+    tool = schema_tool(ANALYSIS_SCHEMA, ANALYSIS_TOOL)
+    judged = yield AggregatorRequest(
+        prompt, stream=False, step=0, tool=tool, temperature=0.0,
+        max_tokens=settings.judge_max_tokens,
+    )  # fmt: skip
+    try:
+        analysis = answer_object(judged, ANALYSIS_TOOL, ANALYSIS_SCHEMA)
+    except AnswerDoesNotFit as exc:
+        outcome = yield from _synthesize(settings, messages, candidates, rng, step=1)
+        outcome.fallback = f"analyze: the analysis did not parse ({str(exc)[:200]})"
+        outcome.replies.insert(0, judged)
+        return outcome
+    final = inject_references(
+        messages,
+        shown,
+        ANSWER_FROM_ANALYSIS_PROMPT.format(
+            criteria=criteria, analysis=json.dumps(analysis, indent=1, ensure_ascii=False)
+        ),
+        reference_format=settings.reference_format,
+    )
+    reply = yield AggregatorRequest(final, stream=True, step=1)
+    return Outcome(reply, "analyze", [c.index for c in candidates], replies=[judged, reply],
+                   analysis=analysis)  # fmt: skip
 
 
 def _sequential(

@@ -2,7 +2,8 @@
 
 A run calls every proposer of every layer (a spec with ``n`` samples counts ``n`` times; calls
 cut off by ``first_k`` are started, so they count), then the aggregator: once for
-``synthesize``, up to twice for ``select`` (its fallback to synthesis is a second call), once at
+``synthesize``, up to twice for ``select`` (its fallback to synthesis is a second call), twice for
+``analyze`` (the judge's analysis, then the answer or a fallback to synthesis), once at
 most for ``vote`` (no call, unless no proposal has an answer and it falls back to synthesis),
 and once per window of ``window_size`` proposals for ``sequential`` (Self-MoA-Seq,
 arXiv 2502.00674, section 5).
@@ -21,7 +22,7 @@ def most_aggregator_calls(mode: str, window_size: int, last_layer: int) -> int:
         window_size: ``MoAContext.window_size`` (proposals per step of ``sequential``).
         last_layer: Proposer calls in the last layer (the aggregator's candidates at most).
     """
-    if mode == "select":
+    if mode in ("select", "analyze"):  # a judge's two calls (or its fallback to synthesis)
         return 2
     if mode == "sequential":
         return max(1, math.ceil(last_layer / window_size))

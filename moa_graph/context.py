@@ -19,7 +19,7 @@ from moa_graph.validation import (
     check_tools,
 )
 
-AggregatorMode = Literal["synthesize", "select", "vote", "sequential"]
+AggregatorMode = Literal["synthesize", "select", "vote", "sequential", "analyze"]
 ReferenceFormat = Literal["numbered", "tagged"]
 FewerProposals = Literal["answer", "fail"]
 _MODES: tuple[str, ...] = get_args(AggregatorMode)
@@ -105,7 +105,26 @@ class MoAContext:
             "picks the most consistent proposal, returned verbatim (Universal Self-Consistency, "
             "arXiv 2311.17311). 'vote': the most common extracted answer wins, no aggregator "
             "call (arXiv 2402.05120). 'sequential': the aggregator improves the best answer so "
-            "far with window_size new proposals at a time (Self-MoA-Seq, arXiv 2502.00674)."
+            "far with window_size new proposals at a time (Self-MoA-Seq, arXiv 2502.00674). "
+            "'analyze': the fusion judge, two calls: a typed analysis of the proposals at "
+            "temperature 0 (consensus, contradictions, partial coverage, unique insights, blind "
+            "spots, an assessment per source), kept in the aggregation record, then the answer "
+            "written from it; an analysis that does not parse falls back to synthesis."
+        },
+    )
+    judge_max_tokens: int = field(
+        default=768,
+        metadata={
+            "description": "For 'analyze': most tokens of the judge's analysis (the answer "
+            "keeps the aggregator's max_tokens). An analysis cut off at this bound does not "
+            "parse, and the run falls back to synthesis."
+        },
+    )
+    judge_criteria: str | None = field(
+        default=None,
+        metadata={
+            "description": "For 'analyze': a rubric the judge weighs in both of its calls, in "
+            "your words (e.g. 'correctness first, then brevity'). Empty: none."
         },
     )
     aggregator_prompt: str = field(
@@ -359,6 +378,9 @@ class MoAContext:
             check_text("proposer_prompt", self.proposer_prompt, "to use aggregator_prompt")
         if self.answer_pattern is not None:
             check_pattern(self.answer_pattern)
+        check_int("judge_max_tokens", self.judge_max_tokens, minimum=1)
+        if self.judge_criteria is not None:
+            check_text("judge_criteria", self.judge_criteria, "for no rubric")
         check_int("window_size", self.window_size, minimum=1)
         check_int("min_proposals", self.min_proposals, minimum=1)
         check_choice("on_fewer_proposals", self.on_fewer_proposals, _FEWER)

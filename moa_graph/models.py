@@ -21,6 +21,7 @@ from langchain.chat_models import init_chat_model
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
+from langchain_core.runnables import Runnable
 from langchain_openai import ChatOpenAI
 
 from moa_graph.errors import MissingCredentials, MoAConfigError
@@ -201,6 +202,30 @@ class CallSlot:
     timeout_s: float | None = None
     system_prompt: str | None = None
     admission: Admission | None = None
+
+
+def with_call_settings(
+    runnable: Runnable[Any, Any],
+    model: BaseChatModel,
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> Runnable[Any, Any]:
+    """Return `runnable` (`model`, maybe bound) with one call's temperature and token bound.
+
+    The keywords are the provider's own: ``maxTokens`` for Bedrock Converse, ``max_tokens``
+    otherwise (langchain-openai sends it as ``max_completion_tokens``, and an
+    OpenAI-compatible server's model carries its bound in ``extra_body`` too, see
+    `load_chat_model`). None leaves a setting as the model has it.
+    """
+    settings: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
+    if max_tokens is not None:
+        bedrock = type(model).__name__ == "ChatBedrockConverse"  # without importing boto3
+        settings["maxTokens" if bedrock else "max_tokens"] = max_tokens
+        extra_body = getattr(model, "extra_body", None)
+        if isinstance(extra_body, dict) and "max_tokens" in extra_body:
+            settings["extra_body"] = {**extra_body, "max_tokens": max_tokens}
+    return runnable.bind(**settings) if settings else runnable
 
 
 class ModelUnavailable(RuntimeError):

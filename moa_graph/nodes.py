@@ -51,7 +51,7 @@ from moa_graph.layers import (
     layer_references,
     mark_selected,
 )
-from moa_graph.models import CallSlot, ModelSource
+from moa_graph.models import CallSlot, ModelSource, with_call_settings
 from moa_graph.references import inject_references, reference_order, with_system_prompt
 from moa_graph.review import parse_decision, review_request
 from moa_graph.state import Aggregation, MoAState, Proposal, Review
@@ -236,6 +236,7 @@ class MoANodes:
         aggregation = Aggregation(
             mode="cascade", requested_mode=ctx.aggregator_mode, model=None, chosen=chosen.index,
             fallback=None, judge_text=None, calls=0, seeds=[], usage=None, reviewed=False,
+            analysis=None,
         )  # fmt: skip
         proposals = mark_selected(state["proposals"], 0, [chosen.index])
         return {
@@ -349,6 +350,8 @@ class MoANodes:
             shuffle=ctx.shuffle_references,
             answer_pattern=ctx.answer_pattern,
             window_size=ctx.window_size,
+            judge_criteria=ctx.judge_criteria,
+            judge_max_tokens=ctx.judge_max_tokens,
             calls_expected=bool(
                 ctx.tools and ctx.proposer_tools and forces_a_call(ctx.tool_choice)
             ),
@@ -371,8 +374,14 @@ class MoANodes:
         seed = call_seed(ctx.seed, k, 0, request.step) if agg.seeded else None
         seeds.append(seed)
         model: Runnable[Any, Any] = agg.model
-        if ctx.tools and request.stream:  # the call that writes the answer may act
+        if request.tool is not None:  # the mode's own structured call (the judge's analysis)
+            name = request.tool["function"]["name"]
+            model = agg.model.bind_tools([request.tool], tool_choice=name)
+        elif ctx.tools and request.stream:  # the call that writes the answer may act
             model = _with_tools(agg.model, ctx)
+        model = with_call_settings(
+            model, agg.model, temperature=request.temperature, max_tokens=request.max_tokens
+        )
         model = model if seed is None else model.bind(seed=seed)
         step = f", step {request.step + 1}" if request.step else ""
         traced = model.with_config(
@@ -410,6 +419,7 @@ class MoANodes:
             seeds=seeds,
             usage=total_usage(usage_of(reply) for reply in outcome.replies),
             reviewed=state.get("review") is not None,
+            analysis=outcome.analysis,
         )
         proposals = mark_selected(state["proposals"], state["layer"], outcome.used)
         return {

@@ -24,6 +24,17 @@ PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
             "self-moa-seq": {"rounds": 1, "aggregator_mode": "sequential"},
             "usc": {"rounds": 1, "aggregator_mode": "select"},
             "vote": {"rounds": 1, "aggregator_mode": "vote"},
+            "fusion-quality": {
+                "rounds": 2,
+                "aggregator_mode": "analyze",
+                "judge_criteria": "correctness first, then completeness",
+            },
+            "fusion-budget": {
+                "rounds": 1,
+                "aggregator_mode": "analyze",
+                "max_tokens": 256,
+                "judge_criteria": "correctness first, then brevity",
+            },
         }.items()
     }
 )
@@ -40,6 +51,10 @@ PRESET_DESCRIPTIONS = {
     "usc": "Universal Self-Consistency: the aggregator picks the most consistent proposal "
     "(arXiv 2311.17311)",
     "vote": "majority vote over the proposals' answers, no aggregator call (arXiv 2402.05120)",
+    "fusion-quality": "the fusion judge over 2 proposer layers: a typed analysis at temperature "
+    "0, then the answer; rubric 'correctness first, then completeness'",
+    "fusion-budget": "the fusion judge over 1 layer, every call at most 256 tokens; rubric "
+    "'correctness first, then brevity'",
 }
 
 

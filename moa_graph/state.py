@@ -88,6 +88,8 @@ class Aggregation(TypedDict):
         seeds: The seed sent with each aggregator call (None where none was sent).
         usage: Tokens of all aggregator calls together, or None when none were reported.
         reviewed: True when a person reviewed the proposals before aggregation.
+        analysis: For ``analyze``: the judge's typed analysis (`moa_graph.analysis`); else
+            None.
     """
 
     mode: str
@@ -100,6 +102,7 @@ class Aggregation(TypedDict):
     seeds: list[int | None]
     usage: Usage | None
     reviewed: bool
+    analysis: dict[str, Any] | None
 
 
 class Review(TypedDict):

@@ -46,6 +46,7 @@ SAFE_FIELDS = frozenset(
         "reference_format", "shuffle_references", "seed", "window_size", "aggregator_prompt",
         "proposer_prompt", "temperature", "max_tokens", "proposer_timeout_s", "max_calls",
         "proposer_tools", "on_fewer_proposals", "skip_unavailable", "cascade_agreement",
+        "judge_criteria", "judge_max_tokens",
     }
 )  # fmt: skip
 """Fields a request may set by default: they shape a run over the operator's own models, and
@@ -239,9 +240,12 @@ class RequestPolicy:
             for field in MODEL_FIELDS
             for where, spec in _specs(f"{prefix}.{field}", field, getattr(ctx, field))
         ]
-        for param, tokens in [(f"{prefix}.max_tokens", ctx.max_tokens)] + [
-            (f"{where}.max_tokens", s.max_tokens) for where, s in specs if s.max_tokens
-        ]:
+        judge = [(f"{prefix}.judge_max_tokens", ctx.judge_max_tokens)]
+        for param, tokens in (
+            [(f"{prefix}.max_tokens", ctx.max_tokens)]
+            + judge * (ctx.aggregator_mode == "analyze")
+            + [(f"{where}.max_tokens", s.max_tokens) for where, s in specs if s.max_tokens]
+        ):
             if tokens > self.max_tokens:
                 raise _over(param, tokens, self.max_tokens, "MAX_TOKENS")
         timeouts = [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from moa_graph import LocalModelError, build_moa_graph
+from moa_graph import LocalModelError, MoAContext, build_moa_graph
 from moa_graph.local_server import LocalModelServer
 
 pytestmark = pytest.mark.integration
@@ -139,3 +139,18 @@ def test_two_runs_without_a_seed_give_different_samples() -> None:
     texts = [[p["content"] for p in run["proposals"]] for run in (first, second)]
     assert texts[0] != texts[1]
     assert {p["seed"] for p in first["proposals"]} != {p["seed"] for p in second["proposals"]}
+
+
+async def test_the_fusion_judges_analysis_parses_on_the_embedded_model() -> None:
+    # Schema-constrained JSON (the forced analysis tool) with bounded lists and texts.
+    context = MoAContext(proposers=["local:smollm2"] * 2, aggregator_mode="analyze",
+                         max_tokens=32, seed=7)  # fmt: skip
+    out = (
+        await build_moa_graph()
+        .compile()
+        .ainvoke({"messages": [HumanMessage("Name a primary colour.")]}, context=context)
+    )
+    aggregation = out["aggregation"]
+    assert (aggregation["mode"], aggregation["fallback"]) == ("analyze", None), aggregation
+    assert set(aggregation["analysis"]) >= {"consensus", "contradictions", "blind_spots"}
+    assert out["messages"][-1].text.strip()

@@ -50,7 +50,7 @@ async def assistant(url: str, graph_id: str) -> dict[str, Any]:
 async def test_graphs_draw_with_moa_nodes_and_conditional_edges(server: str) -> None:
     client = get_client(url=server)
     graphs = {a["graph_id"] for a in await client.assistants.search()}
-    assert {"moa", "router_agent"} <= graphs
+    assert {"moa", "router_agent", "moa_agent", "moa_answer"} <= graphs
 
     drawn = await client.assistants.get_graph((await assistant(server, "moa"))["assistant_id"])
     assert {node["id"] for node in drawn["nodes"]} >= MOA_NODES
@@ -61,6 +61,7 @@ async def test_graphs_draw_with_moa_nodes_and_conditional_edges(server: str) -> 
         ("layer", "proposer", None),
         ("collect_references", "layer", "next round"),
         ("collect_references", "aggregator", "aggregate"),
+        ("collect_references", "cascade_answer", "cascade answers"),  # a cascade's gate
     }
     router_id = (await assistant(server, "router_agent"))["assistant_id"]
     router = await client.assistants.get_graph(router_id, xray=True)

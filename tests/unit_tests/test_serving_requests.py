@@ -30,6 +30,9 @@ def test_top_level_max_tokens_over_the_budget_names_its_parameter() -> None:
 
 def test_served_models_over_the_budget_are_reported(caplog: pytest.LogCaptureFixture) -> None:
     warnings = report_oversized(served_models(), RequestPolicy(max_calls=4))
-    # 3 samples + 1 for 'moa', 'moa-lite', 'vote', 'usc' (3 + 2); 'moa-paper' is 7; Self-MoA 7.
-    assert {w.split("'")[1] for w in warnings} == {"moa-paper", "self-moa", "self-moa-seq", "usc"}
+    # 3 samples + 1 for 'moa', 'moa-lite', 'vote', 'usc' (3 + 2); 'moa-paper' is 7; Self-MoA 7;
+    # the fusion judge makes 2 calls: 3 + 2 for 'fusion-budget', 3 + 3 + 2 for 'fusion-quality'.
+    assert {w.split("'")[1] for w in warnings} == {
+        "moa-paper", "self-moa", "self-moa-seq", "usc", "fusion-budget", "fusion-quality",
+    }  # fmt: skip
     assert "MOA_SERVE_MAX_CALLS" in caplog.text

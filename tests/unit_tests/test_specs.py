@@ -123,7 +123,15 @@ def test_presets_set_the_shape_and_the_caller_names_the_models() -> None:
     assert MoAContext.preset("self-moa-seq").aggregator_mode == "sequential"
     assert MoAContext.preset("usc").aggregator_mode == "select"
     assert MoAContext.preset("vote", rounds=2).rounds == 2  # overrides win
-    assert set(PRESETS) == {"moa", "moa-lite", "self-moa", "self-moa-seq", "usc", "vote"}
+    quality = MoAContext.preset("fusion-quality")
+    assert (quality.rounds, quality.aggregator_mode, quality.judge_criteria) == (
+        2, "analyze", "correctness first, then completeness",
+    )  # fmt: skip
+    assert MoAContext.preset("fusion-budget").max_tokens == 256
+    assert set(PRESETS) == {
+        "moa", "moa-lite", "self-moa", "self-moa-seq", "usc", "vote", "fusion-quality",
+        "fusion-budget",
+    }  # fmt: skip
 
 
 def test_bad_presets_are_refused() -> None:
