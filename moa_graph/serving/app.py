@@ -130,7 +130,7 @@ def create_app(
         )
         panel = panel_status(out["proposals"])
         return JSONResponse(
-            {**completion.model_dump(exclude_none=True), "moa": panel},
+            {**completion.model_dump(exclude_none=True), "moa": _moa_field(out, body)},
             headers={PANEL_HEADER: _panel_header(panel)},
         )
 
@@ -209,7 +209,7 @@ async def _stream(
             return
         # The finishing chunk says how many proposals went into the answer (the headers are
         # long gone when streaming).
-        yield chunk(ChoiceDelta(), finish=finish, moa=panel_status(final.get("proposals", [])))
+        yield chunk(ChoiceDelta(), finish=finish, moa=_moa_field(final, body))
         if (body.stream_options or {}).get("include_usage"):
             yield chunk(ChoiceDelta(), usage=_usage(final))
         yield "data: [DONE]\n\n"
@@ -221,6 +221,15 @@ async def _stream(
 FinishReason = Literal["stop", "tool_calls"]
 PANEL_HEADER = "x-moa-proposals"
 """Response header: ``answered/asked`` proposals of the last layer, e.g. ``2/3``."""
+
+
+def _moa_field(out: dict[str, Any], body: ChatRequest) -> dict[str, Any]:
+    """The answer's ``moa`` field: the panel's status, and the judge's analysis when asked."""
+    field: dict[str, Any] = dict(panel_status(out.get("proposals", [])))
+    aggregation = out.get("aggregation") or {}
+    if body.include_analysis:
+        field["analysis"] = aggregation.get("analysis")
+    return field
 
 
 def _panel_header(panel: PanelStatus) -> str:

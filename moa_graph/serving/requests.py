@@ -72,6 +72,9 @@ class ChatRequest(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     moa: dict[str, Any] | None = None
+    include_analysis: bool = False
+    """Return the fusion judge's analysis (``aggregator_mode="analyze"``) in the answer's
+    ``moa`` field."""
 
 
 def prepare(

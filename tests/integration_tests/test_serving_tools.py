@@ -132,3 +132,15 @@ def test_json_object_answers_any_object(url: str, upstream: Upstream) -> None:
     )  # fmt: skip
     assert isinstance(json.loads(done.choices[0].message.content), dict)
     assert upstream.calls("agg")[-1]["tool_choice"]["function"]["name"] == "json_object"
+
+
+def test_the_fusion_judges_analysis_comes_back_when_asked(url: str, upstream: Upstream) -> None:
+    body = {"model": "fusion-budget", "messages": [{"role": "user", "content": "Name a tree."}]}
+    asked = httpx.post(f"{url}/chat/completions", json={**body, "include_analysis": True},
+                       timeout=30).json()  # fmt: skip
+    assert asked["choices"][0]["message"]["content"] == ANSWER
+    assert set(asked["moa"]["analysis"]) >= {"consensus", "blind_spots", "assessments"}
+    judge = [b for b in upstream.calls("agg") if b.get("tools")][-1]
+    assert judge["temperature"] == 0.0 and judge["tools"][0]["function"]["name"] == "analysis"
+    plain = httpx.post(f"{url}/chat/completions", json=body, timeout=30).json()
+    assert "analysis" not in plain["moa"]
