@@ -13,8 +13,9 @@ from typing import Any
 from moa_graph.cli.options import add_call_arguments, settings_from
 from moa_graph.errors import MoAConfigError
 from moa_graph.eval.artifacts import export_alpaca_eval, write_artifacts
+from moa_graph.eval.panel import achoose_panel, describe
 from moa_graph.eval.runner import arun_eval
-from moa_graph.eval.suites import load_suite
+from moa_graph.eval.suites import Suite, load_suite
 from moa_graph.presets import PRESETS
 from moa_graph.sync import run_sync
 from moa_graph.usage import read_prices
@@ -41,11 +42,27 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     add(
         "--systems",
-        required=True,
         help=f"comma-separated: presets ({', '.join(sorted(PRESETS))}) on "
         "the configured models, single:SPEC (greedy unless the spec sets a temperature), "
         "best-single, json:FILE ({name: MoAContext fields})",
     )
+    add(
+        "--choose-panel",
+        metavar="SPEC",
+        action="append",
+        help="instead of --systems: a candidate proposer (repeatable); each answers a "
+        "selection split alone, the panel is grown greedily by how the members do together, "
+        "written to OUT/panel.json (a --context file), and run on the held-out items next to "
+        "the best single candidate",
+    )
+    add("--panel-size", type=int, default=3, help="most proposers in the chosen panel (3)")
+    add(
+        "--panel-score",
+        choices=["vote", "coverage"],
+        default="vote",
+        help="vote: the members' vote must be right (default); coverage: one member must be",
+    )
+    add("--selection-share", type=float, default=0.5, help="share of items to choose on (0.5)")
     add("--n", type=int, help="only the first N distinct items")
     add(
         "--seed",
@@ -95,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
         raise MoAConfigError(
             f"--alpaca-export needs a single-turn suite; {args.suite!r} has {suite.turns} turns"
         )
+    if args.choose_panel:
+        return _choose_panel(args, suite, settings)
+    if not args.systems:
+        raise MoAConfigError("give --systems (or --choose-panel SPEC, repeated)")
     systems = [name.strip() for name in args.systems.split(",") if name.strip()]
     report = run_sync(
         arun_eval(
@@ -125,4 +146,20 @@ def run(args: argparse.Namespace) -> int:
         logged = run_sync(log_experiments(report))
         where = "uploaded to LangSmith" if has_langsmith_key() else "offline (no LangSmith key)"
         print(f"moa-graph: {len(logged)} LangSmith experiments, {where}", file=sys.stderr)
+    return 0
+
+
+def _choose_panel(args: argparse.Namespace, suite: Suite, settings: dict[str, Any]) -> int:
+    """``--choose-panel``: choose, print, and write ``panel.json`` (with --out)."""
+    choice = run_sync(
+        achoose_panel(
+            suite, args.choose_panel, k=args.panel_size, how=args.panel_score,
+            selection_share=args.selection_share, seed=args.eval_seed, settings=settings,
+            out=args.out, concurrency=args.concurrency, progress=not args.no_progress,
+        )
+    )  # fmt: skip
+    print(describe(choice))
+    if args.out is not None:
+        print(f"moa-graph: wrote {args.out / 'panel.json'} (use it with --context)",
+              file=sys.stderr)  # fmt: skip
     return 0

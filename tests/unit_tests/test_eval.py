@@ -19,6 +19,7 @@ from moa_graph import MoAConfigError, MoAContext, build_moa_graph
 from moa_graph.cli import main
 from moa_graph.eval import arun_eval, load_suite, write_artifacts
 from moa_graph.eval.experiment import log_experiments
+from moa_graph.eval.panel import achoose_panel, describe, greedy_panel
 from moa_graph.eval.suites import CALCULATE, OPERATIONS, call_match
 from moa_graph.eval.systems import parse_systems
 from tests.scripted_openai_server import Fault, ScriptedOpenAIServer, ToolCall
@@ -525,3 +526,43 @@ async def test_the_report_gives_each_cascades_escalation_rate(server, tmp_path: 
     )  # fmt: skip
     assert (agrees.calls_per_item, splits.calls_per_item) == (2, 5)  # 2; then 2 + 3 voters
     assert "splits: the cascade escalated to the MoA on 100% of the items" in report.to_markdown()
+
+
+def test_greedy_panel_grows_by_what_the_members_do_together() -> None:
+    answers = {"a": ["1", "9", "3", "9"], "b": ["9", "2", "9", "9"], "c": ["1", "2", "9", "9"]}
+    scores = {"a": [1.0, 0, 1, 0], "b": [0.0, 1, 0, 0], "c": [1.0, 1, 0, 0]}
+    # Coverage: a (items 0, 2; c ties and comes later), then b (item 1; c ties again); then c
+    # adds nothing.
+    assert greedy_panel(answers, scores, 3, "coverage") == [("a", 0.5), ("b", 0.75)]
+    # Vote: with two members a draw goes to the first, so neither b nor c changes a's answers.
+    assert greedy_panel(answers, scores, 3, "vote") == [("a", 0.5)]
+
+
+def panel_script(body: dict[str, Any]) -> str:
+    """For question "q n" (reference n + 1): a is right on even n, b on multiples of 3."""
+    n = int(body["messages"][-1]["content"].split()[-1])
+    right = {"a": n % 2 == 0, "b": n % 3 == 0, "c": False}[body["model"]]
+    return f"It is {n + 1}." if right else f"It is {n + 100}."
+
+
+async def test_choose_panel_picks_on_one_split_and_judges_on_the_other(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    running = ScriptedOpenAIServer(panel_script).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
+    suite = jsonl(tmp_path / "s.jsonl", [{"prompt": f"q {i}", "reference": i + 1}
+                                         for i in range(12)])  # fmt: skip
+    candidates = ["openai:a", "openai:b", "openai:c"]
+    try:
+        whole = await achoose_panel(suite, candidates, how="coverage", selection_share=1.0)
+        split = await achoose_panel(suite, candidates, selection_share=0.5, out=tmp_path / "o")
+    finally:
+        running.stop()
+    assert whole.chosen == ["openai:a", "openai:b"] and whole.held_out is None
+    assert whole.single_scores == {"openai:a": 0.5, "openai:b": 0.3333, "openai:c": 0.0}
+    assert split.selection.items == 6 and split.held_out is not None
+    assert [s.name for s in split.held_out.systems] == ["single:" + split.chosen[0], "panel"]
+    written = json.loads((tmp_path / "o" / "panel.json").read_text())
+    assert written == split.context and written["aggregator_mode"] == "vote"
+    assert "| 1 | openai:" in describe(split)
