@@ -566,3 +566,23 @@ async def test_choose_panel_picks_on_one_split_and_judges_on_the_other(
     written = json.loads((tmp_path / "o" / "panel.json").read_text())
     assert written == split.context and written["aggregator_mode"] == "vote"
     assert "| 1 | openai:" in describe(split)
+
+
+def test_cli_choose_panel_writes_a_context_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = ScriptedOpenAIServer(panel_script).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
+    suite = jsonl(tmp_path / "s.jsonl", [{"prompt": f"q {i}", "reference": i + 1}
+                                         for i in range(8)])  # fmt: skip
+    try:
+        status = main(["eval", "--suite", suite, "--choose-panel", "openai:a", "--choose-panel",
+                       "openai:c", "--out", str(tmp_path / "o"), "--no-progress"])  # fmt: skip
+    finally:
+        running.stop()
+    assert status == 0
+    assert json.loads((tmp_path / "o" / "panel.json").read_text())["proposers"] == ["openai:a"]
+    captured = capsys.readouterr()
+    assert "## Panel chosen on 4 selection items" in captured.out and "panel.json" in captured.err
+    assert main(["eval", "--suite", suite]) == 2  # neither --systems nor --choose-panel
