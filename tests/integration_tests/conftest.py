@@ -1,4 +1,4 @@
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -9,7 +9,6 @@ from tests.bedrock_converse_endpoint import (
     SECRET_ACCESS_KEY,
     ConverseEndpoint,
 )
-from tests.scripted_openai_server import Script, ScriptedOpenAIServer
 from tests.serve_process import Listener, Upstream
 
 OPENAI_KEY = "sk-moa-graph-test-0123456789abcdef-do-not-leak"
@@ -57,22 +56,3 @@ def attacker() -> Iterator[Listener]:
     listener = Listener()
     yield listener
     listener.close()
-
-
-@pytest.fixture
-def openai_upstream(
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Callable[[Script], ScriptedOpenAIServer]]:
-    """Start a scripted OpenAI-compatible server for `openai:` specs (OPENAI_BASE_URL, a key)."""
-    started: list[ScriptedOpenAIServer] = []
-
-    def start(script: Script) -> ScriptedOpenAIServer:
-        server = ScriptedOpenAIServer(script).start()
-        started.append(server)
-        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()

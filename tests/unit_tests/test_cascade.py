@@ -4,13 +4,13 @@ Spec-built models over a scripted OpenAI-compatible server, so the calls each pa
 counted where they arrive.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 from langchain_core.messages import HumanMessage
 
 from moa_graph import MoAConfigError, MoAContext, build_moa_graph
-from tests.scripted_openai_server import ScriptedOpenAIServer
+from tests.scripted_openai_server import Script, ScriptedOpenAIServer
 
 
 def script(body: dict) -> str:
@@ -22,12 +22,8 @@ def script(body: dict) -> str:
 
 
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedOpenAIServer]:
-    running = ScriptedOpenAIServer(script).start()
-    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
-    yield running
-    running.stop()
+def server(openai_upstream: Callable[[Script], ScriptedOpenAIServer]) -> ScriptedOpenAIServer:
+    return openai_upstream(script)
 
 
 def context(**settings) -> MoAContext:

@@ -546,19 +546,14 @@ def panel_script(body: dict[str, Any]) -> str:
 
 
 async def test_choose_panel_picks_on_one_split_and_judges_on_the_other(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    openai_upstream, tmp_path: Path
 ) -> None:
-    running = ScriptedOpenAIServer(panel_script).start()
-    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
+    openai_upstream(panel_script)
     suite = jsonl(tmp_path / "s.jsonl", [{"prompt": f"q {i}", "reference": i + 1}
                                          for i in range(12)])  # fmt: skip
     candidates = ["openai:a", "openai:b", "openai:c"]
-    try:
-        whole = await achoose_panel(suite, candidates, how="coverage", selection_share=1.0)
-        split = await achoose_panel(suite, candidates, selection_share=0.5, out=tmp_path / "o")
-    finally:
-        running.stop()
+    whole = await achoose_panel(suite, candidates, how="coverage", selection_share=1.0)
+    split = await achoose_panel(suite, candidates, selection_share=0.5, out=tmp_path / "o")
     assert whole.chosen == ["openai:a", "openai:b"] and whole.held_out is None
     assert whole.single_scores == {"openai:a": 0.5, "openai:b": 0.3333, "openai:c": 0.0}
     assert split.selection.items == 6 and split.held_out is not None
@@ -569,18 +564,13 @@ async def test_choose_panel_picks_on_one_split_and_judges_on_the_other(
 
 
 def test_cli_choose_panel_writes_a_context_file(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    openai_upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    running = ScriptedOpenAIServer(panel_script).start()
-    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
+    openai_upstream(panel_script)
     suite = jsonl(tmp_path / "s.jsonl", [{"prompt": f"q {i}", "reference": i + 1}
                                          for i in range(8)])  # fmt: skip
-    try:
-        status = main(["eval", "--suite", suite, "--choose-panel", "openai:a", "--choose-panel",
-                       "openai:c", "--out", str(tmp_path / "o"), "--no-progress"])  # fmt: skip
-    finally:
-        running.stop()
+    status = main(["eval", "--suite", suite, "--choose-panel", "openai:a", "--choose-panel",
+                   "openai:c", "--out", str(tmp_path / "o"), "--no-progress"])  # fmt: skip
     assert status == 0
     assert json.loads((tmp_path / "o" / "panel.json").read_text())["proposers"] == ["openai:a"]
     captured = capsys.readouterr()

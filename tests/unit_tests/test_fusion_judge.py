@@ -4,13 +4,13 @@ Spec-built models over a scripted OpenAI-compatible server, so the two judge cal
 as they arrive (forced tool, temperature 0, prompts).
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 from langchain_core.messages import HumanMessage
 
 from moa_graph import MoAConfigError, MoAContext, build_moa_graph
-from tests.scripted_openai_server import ScriptedOpenAIServer, ToolCall
+from tests.scripted_openai_server import Script, ScriptedOpenAIServer, ToolCall
 
 ANALYSIS = {
     "consensus": ["The answer is 42."], "contradictions": [], "partial_coverage": [],
@@ -25,7 +25,9 @@ def misfit() -> dict[str, bool]:
 
 
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch, misfit) -> Iterator[ScriptedOpenAIServer]:
+def server(
+    openai_upstream: Callable[[Script], ScriptedOpenAIServer], misfit
+) -> ScriptedOpenAIServer:
     def script(body: dict) -> "str | ToolCall":
         if body["model"] != "agg":
             return f"{body['model']} says 42"
@@ -33,11 +35,7 @@ def server(monkeypatch: pytest.MonkeyPatch, misfit) -> Iterator[ScriptedOpenAISe
             return ToolCall("analysis", {"consensus": "x"} if misfit["on"] else ANALYSIS)
         return "final answer"
 
-    running = ScriptedOpenAIServer(script).start()
-    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    monkeypatch.setenv("OPENAI_BASE_URL", running.url)
-    yield running
-    running.stop()
+    return openai_upstream(script)
 
 
 def judge(**settings) -> MoAContext:
