@@ -68,7 +68,7 @@ def test_killed_batch_resumes_without_losing_or_repeating_rows(tmp_path: Path) -
 
 def test_embedded_model_batch_with_two_samples(tmp_path: Path) -> None:
     source, output = tmp_path / "rows.jsonl", tmp_path / "out.jsonl"
-    prompts = ["Name a fruit.", "Name a colour.", "What is 2 + 3?"]
+    prompts = ["Name a fruit.", "What is 2 + 3?"]
     source.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOA_")}
     done = subprocess.run(
@@ -79,7 +79,7 @@ def test_embedded_model_batch_with_two_samples(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted((r["row"], r["sample"]) for r in records) == [
-        (i, s) for i in range(3) for s in (0, 1)
+        (i, s) for i in range(2) for s in (0, 1)
     ]
     for record in records:
         assert record["status"] == "ok" and record["answer"].strip()
@@ -87,4 +87,4 @@ def test_embedded_model_batch_with_two_samples(tmp_path: Path) -> None:
     seeds = {(r["row"], r["sample"]): r["proposals"][0]["seed"] for r in records}
     assert seeds[(0, 0)] != seeds[(0, 1)]  # each sample has its own seeds
     manifest = json.loads(Path(f"{output}.manifest.json").read_text())
-    assert manifest["records"] == {"ok": 6, "error": 0}
+    assert manifest["records"] == {"ok": 4, "error": 0}
