@@ -52,9 +52,7 @@ def test_exact_suite_through_the_cli(tmp_path: Path, embedded_url: str) -> None:
         correct = sum(r["correct"] for r in mine)
         assert summary[name]["correct"] == correct
         assert (summary[name]["low"], summary[name]["high"]) == pytest.approx(wilson(correct, 6))
-        assert summary[name]["tokens_per_item"] == pytest.approx(
-            sum(r["tokens"] for r in mine) / 6
-        )
+        assert summary[name]["tokens_per_item"] == pytest.approx(sum(r["tokens"] for r in mine) / 6)
     assert summary["single:local:smollm2"]["calls_per_item"] == 1
     assert summary["vote"]["calls_per_item"] == 3
     [comparison] = results["summary"]["comparisons"]
