@@ -174,8 +174,10 @@ def test_the_converse_endpoint_refuses_tool_blocks_without_a_tool_config(
 
 
 def test_bedrock_converse_tool_loop_and_structured_output(hosted_env: ConverseEndpoint) -> None:
-    context = MoAContext(proposers=[BEDROCK_TOOL_SPEC] * 2, aggregator=BEDROCK_TOOL_SPEC,
-                         max_tokens=128, retries=0, seed=7)  # fmt: skip
+    # Short proposals; room for the whole object in the aggregator's call.
+    context = MoAContext(proposers=[BEDROCK_TOOL_SPEC] * 2,
+                         aggregator=f"{BEDROCK_TOOL_SPEC} max_tokens=128", max_tokens=24,
+                         retries=0, seed=7)  # fmt: skip
     moa = ChatMoA(context=context)
     assert isinstance(moa.with_structured_output(Colour).invoke("Name a primary colour."), Colour)
     forced = hosted_env.requests[-1][1]["toolConfig"]

@@ -231,9 +231,9 @@ def calculate(op: Literal["+", "-", "*", "/"], a: float, b: float) -> float:
 
 async def test_tools_and_structured_output_over_v1_on_the_embedded_model(server: str) -> None:
     # The 135M model calls a tool only when the choice is forced (docs/notes.md, "Tools").
-    # Proposers write 32 tokens; the aggregator has room for a whole object (a cut-off object
+    # Proposers write 16 tokens; the aggregator has room for a whole object (a cut-off object
     # is an error, not an answer), and a seed makes the run repeat.
-    short = {"moa": {"max_tokens": 32, "seed": 7}}
+    short = {"moa": {"max_tokens": 16, "seed": 7}}
     model = ChatOpenAI(base_url=f"{server}/v1", api_key=API_KEY, model="moa", max_tokens=256,
                        max_retries=0, extra_body=short)  # fmt: skip
     agent = create_agent(model, tools=[calculate], middleware=[ForceToolOnFirstCall("calculate")])
