@@ -187,13 +187,10 @@ def agreed_answer(
     """
     if not candidates:
         return None
-    texts = [c.text for c in candidates]
-    numeric = pattern is None and all(_NUMBER.search(t) for t in texts)
+    answers = _answers([c.text for c in candidates], pattern)
     keys = [
-        json.dumps(list(c.tool_calls), sort_keys=True)
-        if c.tool_calls
-        else extract_answer(c.text, pattern, numeric=numeric)
-        for c in candidates
+        json.dumps(list(c.tool_calls), sort_keys=True) if c.tool_calls else answer
+        for c, answer in zip(candidates, answers, strict=True)
     ]
     counts = Counter(key for key in keys if key is not None)
     if not counts or max(counts.values()) < share * len(candidates):
@@ -391,13 +388,18 @@ def majority(texts: Sequence[str], pattern: str | None) -> int | None:
     earliest. With no `pattern`, answers are the last number when every text has one, else the
     whole normalized text (lower-case, no punctuation, articles or extra spaces).
     """
-    numeric = pattern is None and all(_NUMBER.search(t) for t in texts)
-    answers = [extract_answer(t, pattern, numeric=numeric) for t in texts]
+    answers = _answers(texts, pattern)
     counts = Counter(a for a in answers if a is not None)
     if not counts:
         return None
     top = max(counts.values())
     return next(i for i, a in enumerate(answers) if a is not None and counts[a] == top)
+
+
+def _answers(texts: Sequence[str], pattern: str | None) -> list[str | None]:
+    """Each text's extracted answer, as a vote compares them (see `majority`)."""
+    numeric = pattern is None and all(_NUMBER.search(t) for t in texts)
+    return [extract_answer(t, pattern, numeric=numeric) for t in texts]
 
 
 def normalize_text(text: str) -> str:

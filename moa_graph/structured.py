@@ -14,7 +14,7 @@ import importlib
 import json
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,14 +175,24 @@ def answer_object(answer: BaseMessage, tool: str, schema: Mapping[str, Any]) -> 
         AnswerDoesNotFit: No call of `tool`, or the object does not fit `schema` (the message
             says where: ``at $.a: 'x' is not of type 'integer'``).
     """
-    calls = [c for c in getattr(answer, "tool_calls", []) if c["name"] == tool]
-    if not calls:
-        said = answer.text.strip()[:200]
-        raise AnswerDoesNotFit(
-            f"the answer made no call of {tool!r}" + (f"; it said: {said!r}" if said else "")
-        )
-    check_fits(calls[0]["args"], schema)
-    return calls[0]["args"]
+    value = call_arguments(getattr(answer, "tool_calls", []), tool, answer.text)
+    check_fits(value, schema)
+    return value
+
+
+def call_arguments(calls: Sequence[Mapping[str, Any]], tool: str, text: str) -> Any:
+    """Return the arguments of the first of `calls` (``name``, ``args``) named `tool`.
+
+    Raises:
+        AnswerDoesNotFit: No such call; the message quotes the answer's `text`, if any.
+    """
+    for call in calls:
+        if call["name"] == tool:
+            return call["args"]
+    said = text.strip()[:200]
+    raise AnswerDoesNotFit(
+        f"the answer made no call of {tool!r}" + (f"; it said: {said!r}" if said else "")
+    )
 
 
 def check_fits(value: Any, schema: Mapping[str, Any]) -> None:

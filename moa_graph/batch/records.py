@@ -19,7 +19,7 @@ from moa_graph.context import MoAContext
 from moa_graph.errors import AggregatorError, MoAConfigError, ProposerQuorumError
 from moa_graph.layers import SEED_RANGE
 from moa_graph.state import Aggregation, Proposal, Usage
-from moa_graph.structured import AnswerDoesNotFit, AnswerSchema
+from moa_graph.structured import AnswerDoesNotFit, AnswerSchema, call_arguments
 from moa_graph.usage import Prices, cost_of, total_usage, usage_by_model
 
 
@@ -150,15 +150,9 @@ def typed_record(record: BatchRecord, schema: AnswerSchema) -> BatchRecord:
     if record["status"] != "ok":
         return record
     typed = cast(BatchRecord, dict(record))
-    calls = [c for c in typed.pop("tool_calls", []) if c["name"] == schema.name]
+    calls = typed.pop("tool_calls", [])
     try:
-        if not calls:
-            said = (record["answer"] or "").strip()[:200]
-            raise AnswerDoesNotFit(
-                f"the answer made no call of {schema.name!r}"
-                + (f"; it said: {said!r}" if said else "")
-            )
-        typed["answer"] = schema.parse(calls[0]["args"])
+        typed["answer"] = schema.parse(call_arguments(calls, schema.name, record["answer"] or ""))
     except AnswerDoesNotFit as exc:
         aggregation = record["aggregation"]
         typed["answer"], typed["status"] = None, "error"

@@ -244,9 +244,8 @@ def _reply(answer: BaseMessage, form: AnswerForm) -> tuple[ChatCompletionMessage
             invalid JSON presented as an answer.
     """
     if form.schema is not None:
-        assert form.tool is not None
         try:
-            value = answer_object(answer, form.tool, form.schema)
+            value = answer_object(answer, form.schema.name, form.schema.json_schema)
         except AnswerDoesNotFit as exc:
             raise APIError(
                 500, f"the answer does not fit response_format: {exc}", "server_error",

@@ -22,7 +22,7 @@ from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.serving.catalog import ServedModel
 from moa_graph.serving.errors import APIError
-from moa_graph.structured import answering_with_calls, schema_tool
+from moa_graph.structured import AnswerSchema
 from moa_graph.trust import RequestPolicy, RequestRefused
 
 _UNSUPPORTED = {
@@ -44,13 +44,12 @@ class AnswerForm:
 
     Attributes:
         schema: For a ``response_format`` of ``json_schema`` or ``json_object``: the schema the
-            answer must fit (the answer's text is then the object as JSON); None otherwise.
-        tool: The name of the schema's forced tool, when `schema` is set.
+            answer must fit, named as its forced tool (the answer's text is then the object as
+            JSON); None otherwise.
         parallel_tool_calls: False: at most one tool call is returned (the first).
     """
 
-    schema: dict[str, Any] | None = None
-    tool: str | None = None
+    schema: AnswerSchema | None = None
     parallel_tool_calls: bool = True
 
 
@@ -146,9 +145,7 @@ def prepare(
             tpm={name: max(1, rate // workers) for name, rate in context.tpm.items()},
         )
         if form.schema is not None:
-            assert form.tool is not None
-            context = answering_with_calls(context, [schema_tool(form.schema, form.tool)],
-                                           form.tool)  # fmt: skip
+            context = form.schema.context_for(context)
         elif body.tools:
             context = dataclasses.replace(context, tools=body.tools, tool_choice=body.tool_choice)
         context = policy.check_budget(context)
@@ -190,13 +187,13 @@ def _answer_form(body: ChatRequest, policy: RequestPolicy) -> AnswerForm:
     if body.tools:
         raise _invalid("response_format", "give tools or a JSON response_format, not both")
     if kind == "json_object":
-        return AnswerForm(schema=JSON_OBJECT, tool="json_object")
+        return AnswerForm(schema=AnswerSchema("json_object", JSON_OBJECT))
     spec = (body.response_format or {}).get("json_schema")
     if not isinstance(spec, dict) or not _TOOL_NAME.fullmatch(str(spec.get("name", ""))):
         raise _invalid("response_format.json_schema.name", "give a name of 1-64 of A-Z a-z 0-9 _ -")
     schema = spec.get("schema", JSON_OBJECT)
     _check_schema(policy, "response_format.json_schema.schema", schema)
-    return AnswerForm(schema=schema, tool=spec["name"])
+    return AnswerForm(schema=AnswerSchema(spec["name"], schema))
 
 
 def _check_schema(policy: RequestPolicy, param: str, schema: object) -> None:
