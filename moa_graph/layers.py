@@ -10,6 +10,7 @@ functions; the prompt layout is in `moa_graph.references`, the aggregator's mode
 """
 
 import hashlib
+import json
 import secrets
 from collections.abc import Iterable, Sequence
 
@@ -17,6 +18,7 @@ from typing_extensions import TypedDict
 
 from moa_graph.aggregation import Candidate
 from moa_graph.errors import ProposerQuorumError
+from moa_graph.spec import ModelSpec
 from moa_graph.state import Proposal, Review
 
 _FAILED = ("failed", "timeout")
@@ -69,6 +71,75 @@ def panel_status(proposals: Sequence[Proposal]) -> PanelStatus:
     answered = sum(p["status"] == "ok" for p in in_last)
     failed = any(p["status"] in _FAILED for p in in_last)
     return PanelStatus(proposals_asked=len(in_last), proposals_answered=answered, degraded=failed)
+
+
+def made_calls(proposals: Iterable[Proposal]) -> list[Proposal]:
+    """Return the records of calls this run made: all but first-stage answers reused in layer 1."""
+    return [p for p in proposals if "reused_from" not in p]
+
+
+def reused_first_stage(
+    proposals: Sequence[Proposal], first_stage: Sequence[ModelSpec], layer: Sequence[ModelSpec]
+) -> list[Proposal]:
+    """Return layer-1 records that repeat a cascade's first-stage answers where shapes match.
+
+    After a cascade escalates, a first-stage answer stands for a layer-1 call of the same
+    model with the same settings (the specs equal apart from ``n``, ``label`` and
+    ``timeout_s``): it is a sample of the same distribution, so asking again would pay for
+    the same kind of answer twice. Each answer stands for one call, the first calls of each
+    matching spec first; the layer asks the rest. Failed first-stage calls are not reused.
+
+    Args:
+        proposals: This turn's records (the first stage is layer 0).
+        first_stage: ``MoAContext.proposer_specs(0)``.
+        layer: ``MoAContext.proposer_specs(1)``.
+
+    Returns:
+        One record per reused answer, with ``layer`` 1, the call's ``index``, ``sample`` and
+        label, ``reused_from`` the first-stage ``index``, ``usage`` None and ``latency_s`` 0
+        (counted once, on the first-stage record).
+    """
+    unused: dict[tuple[object, ...], list[Proposal]] = {}
+    for p in proposals:
+        if p["layer"] == 0 and p["status"] == "ok":
+            unused.setdefault(_call_shape(first_stage[_spec_of(p, first_stage)]), []).append(p)
+    reused: list[Proposal] = []
+    index = 0
+    for spec in layer:
+        answers = unused.get(_call_shape(spec), [])
+        for sample in range(spec.n):
+            if answers:
+                source = answers.pop(0)
+                reused.append(
+                    Proposal(
+                        **{
+                            **source,
+                            "layer": 1, "index": index, "model": spec.name, "sample": sample,
+                            "usage": None, "latency_s": 0.0, "selected": False,
+                            "reused_from": source["index"],
+                        }
+                    )
+                )  # fmt: skip
+            index += 1
+    return reused
+
+
+def _call_shape(spec: ModelSpec) -> tuple[object, ...]:
+    """What decides a call's answers: the spec without its sample count, label and timeout."""
+    return (
+        spec.model, spec.temperature, spec.max_tokens, spec.system_prompt,
+        json.dumps(spec.model_kwargs, sort_keys=True, default=str),
+    )  # fmt: skip
+
+
+def _spec_of(proposal: Proposal, specs: Sequence[ModelSpec]) -> int:
+    """The position in `specs` of the spec that made `proposal` (its samples are in a row)."""
+    start = 0
+    for i, spec in enumerate(specs):
+        if proposal["index"] < start + spec.n:
+            return i
+        start += spec.n
+    raise ValueError(f"proposal index {proposal['index']} is past the specs' {start} calls")
 
 
 def layer_references(proposals: Sequence[Proposal], layer: int) -> list[str]:

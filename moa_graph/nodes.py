@@ -50,6 +50,7 @@ from moa_graph.layers import (
     check_quorum,
     layer_references,
     mark_selected,
+    reused_first_stage,
 )
 from moa_graph.models import CallSlot, ModelSource, with_call_settings
 from moa_graph.references import inject_references, reference_order, with_system_prompt
@@ -105,6 +106,8 @@ class MoANodes:
             raise MoAConfigError("messages is empty: send at least one user message")
         turn = state["messages"][-1].id or ""
         if state.get("turn") == turn:
+            if state["layer"] == 0:  # a cascade escalates: reuse its answers where they fit
+                return {"layer": 1, "proposals": self._reused(ctx, state["proposals"])}
             return {"layer": state["layer"] + 1}
         bound = ctx.max_calls
         if self.guard is not None:  # before any model is created: a spec may name a file
@@ -154,8 +157,11 @@ class MoANodes:
                 reference_format=ctx.reference_format,
             )
         gate = uuid.uuid4().hex if ctx.first_k is not None else None
+        reused = {p["index"] for p in state["proposals"] if p["layer"] == k}
         sends = []
         for i, call in enumerate(self.models.proposers(ctx, k)):
+            if i in reused:
+                continue
             seed = call_seed(ctx.seed, k, call.spec_index, call.sample) if call.seeded else None
             task = ProposerTask(
                 layer=k, index=i, spec_index=call.spec_index, sample=call.sample, seed=seed,
@@ -280,6 +286,16 @@ class MoANodes:
             return self._answer(state, ctx, done.value, seeds)
         except Exception as exc:
             raise self._aggregator_error(ctx, exc, state) from exc
+
+    def _reused(self, ctx: MoAContext, proposals: list[Proposal]) -> list[Proposal]:
+        """Layer-1 records that repeat the first stage's answers (`reused_first_stage`).
+
+        None with proposer instances (their shapes are unknown) or with ``first_k`` (its cut-off
+        counts the layer's own calls).
+        """
+        if self.models.instance_layers is not None or ctx.first_k is not None:
+            return []
+        return reused_first_stage(proposals, ctx.proposer_specs(0), ctx.proposer_specs(1))
 
     def _branch(self, task: ProposerTask) -> tuple[MoAContext, CallSlot, int]:
         """The context, this branch's model call, and how many calls its layer has."""

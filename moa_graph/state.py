@@ -54,6 +54,10 @@ class Proposal(TypedDict):
             to the aggregator (synthesize, sequential), or became the answer (select, vote).
         tool_calls: Only when the proposer was given the tools (``proposer_tools``) and called
             some: each call's ``name`` and ``args``; ``content`` then describes them.
+        reused_from: Only in layer 1 after a cascade escalated: the ``index`` of the
+            first-stage (layer 0) proposal whose answer this record repeats instead of a new
+            call. Its tokens and latency are counted once, on that proposal: here ``usage``
+            is None and ``latency_s`` 0.
     """
 
     layer: int
@@ -68,6 +72,7 @@ class Proposal(TypedDict):
     latency_s: float
     selected: bool
     tool_calls: NotRequired[list[dict[str, Any]]]
+    reused_from: NotRequired[int]
 
 
 class Aggregation(TypedDict):

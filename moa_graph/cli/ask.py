@@ -20,7 +20,7 @@ from moa_graph.cli.options import context_from
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph
-from moa_graph.layers import panel_status
+from moa_graph.layers import made_calls, panel_status
 from moa_graph.state import InputState, Proposal
 from moa_graph.sync import run_sync
 from moa_graph.usage import run_usage
@@ -149,7 +149,7 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
         "aggregation": aggregation,
         "usage": usage or {"input_tokens": 0, "output_tokens": 0},
         # e.g. the embedded server reports no usage for a streamed answer
-        "calls_without_usage": sum(p["usage"] is None for p in proposals)
+        "calls_without_usage": sum(p["usage"] is None for p in made_calls(proposals))
         + (aggregation["calls"] if aggregation["usage"] is None else 0),
         **panel_status(proposals),
     }

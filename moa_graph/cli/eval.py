@@ -63,6 +63,21 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="vote: the members' vote must be right (default); coverage: one member must be",
     )
     add("--selection-share", type=float, default=0.5, help="share of items to choose on (0.5)")
+    add(
+        "--replay",
+        metavar="SPEC",
+        action="append",
+        default=[],
+        help="a vote or cascade replayed from recorded samples, no new calls (repeatable): "
+        "vote:K, cascade:J:K (J samples; when not all agree, the vote of K reusing them), "
+        "cascade:J:K:SHARE; reported as system replay:SPEC, without latency",
+    )
+    add(
+        "--replay-from",
+        metavar="SYSTEM",
+        help="the system whose samples --replay reads: one vote of one proposer with n >= K "
+        "(default: the first such system)",
+    )
     add("--n", type=int, help="only the first N distinct items")
     add(
         "--seed",
@@ -124,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
             out=args.out, concurrency=args.concurrency,
             prices=read_prices(args.prices) if args.prices else None,
             judge_max_tokens=args.judge_max_tokens, progress=not args.no_progress,
+            replays=args.replay, replay_from=args.replay_from,
         )
     )  # fmt: skip
     print(report.to_markdown())

@@ -27,7 +27,7 @@ def render(report: "EvalReport") -> str:
         lines.append(
             f"| {s.name} | {quality} | {_interval(s.low, s.high)} | {s.failures} "
             f"| {s.calls_per_item:.1f} | {s.tokens_per_item:.0f} | {_cost(s.cost_per_item)} "
-            f"| {s.latency_p50_s:.2f} | {s.latency_p95_s:.2f} |"
+            f"| {_seconds(s.latency_p50_s)} | {_seconds(s.latency_p95_s)} |"
         )
     if report.comparisons and report.metric == "win rate":
         lines += [
@@ -85,6 +85,10 @@ def _interval(low: float | None, high: float | None, *, signed: bool = False) ->
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _cost(value: float | None) -> str:

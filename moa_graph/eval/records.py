@@ -11,6 +11,7 @@ from typing_extensions import TypedDict
 
 from moa_graph.batch.records import BatchError, BatchRecord
 from moa_graph.eval.suites import Item
+from moa_graph.layers import made_calls
 from moa_graph.state import Usage
 from moa_graph.usage import sum_costs, total_usage
 
@@ -141,7 +142,7 @@ def item_record(item: Item, system: str, turns: list[BatchRecord]) -> ItemRecord
 
 def _calls(record: BatchRecord) -> int:
     aggregation = record["aggregation"]
-    return len(record["proposals"]) + (aggregation["calls"] if aggregation else 0)
+    return len(made_calls(record["proposals"])) + (aggregation["calls"] if aggregation else 0)
 
 
 def _escalated(turns: list[BatchRecord]) -> bool | None:

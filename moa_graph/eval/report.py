@@ -55,7 +55,8 @@ class SystemResult:
         calls_per_item: Model calls per item (every proposer call, the aggregator's).
         tokens_per_item: Input plus output tokens per item.
         cost_per_item: USD per item, or None when a model had no price.
-        latency_p50_s: Median seconds per item (all turns), under the run's concurrency.
+        latency_p50_s: Median seconds per item (all turns), under the run's concurrency; None
+            when no item has a latency (replayed, or answered from the cache).
         latency_p95_s: 95th percentile of the same.
         chosen_from: For ``best-single``: the single system it is, picked after seeing the
             results (an optimistic baseline); else None.
@@ -75,8 +76,8 @@ class SystemResult:
     calls_per_item: float
     tokens_per_item: float
     cost_per_item: float | None
-    latency_p50_s: float
-    latency_p95_s: float
+    latency_p50_s: float | None
+    latency_p95_s: float | None
     chosen_from: str | None = None
     escalation_rate: float | None = None
 
@@ -293,7 +294,13 @@ def build_report(
         f"{name}: {count} items were answered partly from the cache (a resumed run) and are "
         "left out of the latency percentiles"
         for name, count in uncached.items()
-        if count
+        if count and count < len(by_system[name])
+    ]
+    notes += [
+        f"{name}: every item was replayed or answered partly from the cache (a resumed "
+        "run), so it has no latency"
+        for name, count in uncached.items()
+        if count and count == len(by_system[name])
     ]
     return EvalReport(
         suite=suite, description=description, items=items, metric=metric, baseline=baseline,
@@ -334,8 +341,8 @@ def _system_result(
         calls_per_item=_mean([r["calls"] for r in rows]),
         tokens_per_item=_mean([r["tokens"] for r in rows]),
         cost_per_item=None if not costs or None in costs else _mean([c or 0.0 for c in costs]),
-        latency_p50_s=percentile(latencies, 0.5) if latencies else 0.0,
-        latency_p95_s=percentile(latencies, 0.95) if latencies else 0.0,
+        latency_p50_s=percentile(latencies, 0.5) if latencies else None,
+        latency_p95_s=percentile(latencies, 0.95) if latencies else None,
         escalation_rate=_mean(escalated) if (escalated := [
             float(flag) for r in rows if (flag := r.get("escalated")) is not None
         ]) else None,

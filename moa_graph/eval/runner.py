@@ -22,6 +22,7 @@ from moa_graph.errors import MoAConfigError
 from moa_graph.eval.judge import Judge
 from moa_graph.eval.judging import JudgeMode, judge_all
 from moa_graph.eval.records import item_record
+from moa_graph.eval.replay import Replay, recorded_samples, replay_item
 from moa_graph.eval.report import EvalReport, Metric, build_report
 from moa_graph.eval.suites import Item, Suite, distinct, load_suite
 from moa_graph.eval.systems import System, file_slug, parse_systems
@@ -47,6 +48,8 @@ async def arun_eval(
     prices: Prices | None = None,
     judge_max_tokens: int = 1024,
     progress: bool = False,
+    replays: Sequence[str] = (),
+    replay_from: str | None = None,
 ) -> EvalReport:
     """Run `systems` on the same items of `suite`, score them, and return the report.
 
@@ -67,6 +70,12 @@ async def arun_eval(
         prices: USD per million tokens by model label, for the cost column.
         judge_max_tokens: Most tokens per judgment.
         progress: Show each system's progress on stderr.
+        replays: Votes and cascades to replay from `replay_from`'s recorded samples, with no
+            new call (`moa_graph.eval.replay`): ``vote:K``, ``cascade:J:K``,
+            ``cascade:J:K:SHARE``. Each is reported as a system ``replay:...``, paired with
+            the others on the same items; it has no latency.
+        replay_from: The system whose samples the replays read (one layer of one proposer
+            spec with ``n`` >= K, aggregator_mode ``vote``); default the first such system.
 
     Returns:
         The `EvalReport`; its ``records`` hold every item's answers, scores and judgments.
@@ -104,6 +113,8 @@ async def arun_eval(
         raise MoAConfigError("pairwise judging needs two systems or more: add a baseline")
     for system in chosen:
         _check_models(system)
+    plans = [Replay.parse(text) for text in replays]
+    source = _replay_source(chosen, plans, replay_from, loaded) if plans else None
     folder = Path(out) if out is not None else None
     if folder is not None:
         (folder / "runs").mkdir(parents=True, exist_ok=True)
@@ -122,6 +133,13 @@ async def arun_eval(
     records = [
         item_record(item, name, answers[name][item.id]) for item in loaded.items for name in names
     ]
+    if source is not None:
+        pattern = source.context.answer_pattern
+        records += [
+            replay_item(plan, item, plan.name, answers[source.name][item.id][0], pattern)
+            for item in loaded.items
+            for plan in plans
+        ]
     metric: Metric = "accuracy"
     if loaded.checker is not None:
         items = {item.id: item for item in loaded.items}
@@ -136,7 +154,8 @@ async def arun_eval(
     report = build_report(
         suite=loaded.name, description=loaded.description, items=len(loaded.items),
         repeated=loaded.repeated, metric=metric,
-        systems=[(s.name, s.description, s.single) for s in chosen],
+        systems=[(s.name, s.description, s.single) for s in chosen]
+        + [(p.name, f"{p.description} from {source.name}", False) for p in plans if source],
         records=records, baseline=baseline, best_single=best_single, seed=seed,
     )  # fmt: skip
     if the_judge is not None:
@@ -162,6 +181,35 @@ def run_eval(suite: str | Suite, systems: Sequence[str], **options: Any) -> Eval
         print(report.to_markdown())
     """
     return run_sync(arun_eval(suite, systems, **options))
+
+
+def _replay_source(
+    systems: list[System], plans: list[Replay], name: str | None, suite: Suite
+) -> System:
+    """The system whose samples `plans` replay (checked before any call)."""
+    if suite.turns > 1 or suite.tools:
+        raise MoAConfigError(
+            f"replays read one turn of text answers; suite {suite.name!r} has "
+            + ("tools" if suite.tools else f"{suite.turns} turns")
+        )
+    if name is not None:
+        source = next((s for s in systems if s.name == name), None)
+        if source is None:
+            raise MoAConfigError(f"replay_from={name!r} is not among the systems")
+        recorded_samples(source, plans)
+        return source
+    for system in systems:
+        try:
+            recorded_samples(system, plans)
+        except MoAConfigError:
+            continue
+        return system
+    raise MoAConfigError(
+        "no system records the samples the replays read: add one vote of one proposer with "
+        f"n >= {max(p.samples for p in plans)}, e.g. a json:FILE system "
+        '{"vote-9": {"aggregator_mode": "vote", "proposers": '
+        '[{"model": "local:smollm2", "n": 9, "temperature": 0.7}]}}'
+    )
 
 
 def _check_models(system: System) -> None:

@@ -27,9 +27,9 @@ def server(openai_upstream: Callable[[Script], ScriptedOpenAIServer]) -> Scripte
 
 
 def context(**settings) -> MoAContext:
-    settings = {"seed": 1, **settings}
-    return MoAContext(cascade=["openai:cheap n=3"], proposers=["openai:p"] * 2,
-                      aggregator="openai:agg", retries=0, **settings)  # fmt: skip
+    settings = {"seed": 1, "proposers": ["openai:p"] * 2, **settings}
+    return MoAContext(cascade=["openai:cheap n=3"], aggregator="openai:agg", retries=0,
+                      **settings)  # fmt: skip
 
 
 async def test_an_agreeing_first_stage_answers_alone(server: ScriptedOpenAIServer) -> None:
@@ -83,3 +83,47 @@ def test_the_first_stage_counts_in_max_calls_and_draws_in_studio(server) -> None
     assert "cascade_answer" in drawn.nodes
     assert any(e.source == "collect_references" and e.target == "cascade_answer"
                for e in drawn.edges)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("proposers", "new_calls", "reused"),
+    [
+        (["openai:cheap n=5"], 2, [0, 1, 2, None, None]),  # the same model and settings: reused
+        (["openai:p", "openai:cheap n=2"], 0, [None, 0, 1]),  # where the shapes match
+        (["openai:cheap n=2 temperature=0.1"], 2, [None, None]),  # other settings: asked
+    ],
+)
+async def test_an_escalation_reuses_first_stage_answers_where_the_shapes_match(
+    server: ScriptedOpenAIServer, proposers: list[str], new_calls: int, reused: list
+) -> None:
+    out = (
+        await build_moa_graph()
+        .compile()
+        .ainvoke(
+            {"messages": [HumanMessage("what is 6 x 7?")]},
+            context=context(proposers=proposers, aggregator_mode="vote"),
+        )
+    )
+    layer_one = sorted((p for p in out["proposals"] if p["layer"] == 1), key=lambda p: p["index"])
+    assert [p.get("reused_from") for p in layer_one] == reused
+    cheap_calls = sum(b["model"] == "cheap" for b in server.requests)
+    assert cheap_calls == 3 + new_calls
+    for p in layer_one:
+        if "reused_from" in p:  # counted once: on the first-stage record
+            first_stage = {q["index"]: q for q in out["proposals"] if q["layer"] == 0}
+            assert first_stage[p["reused_from"]]["content"] == p["content"]
+            assert p["usage"] is None and p["latency_s"] == 0
+    reported = sum(p["usage"]["output_tokens"] for p in out["proposals"] if p["usage"])
+    assert reported == server.usage["output_tokens"]  # no answer's tokens counted twice
+
+
+async def test_first_k_asks_the_whole_layer_again(server: ScriptedOpenAIServer) -> None:
+    await (
+        build_moa_graph()
+        .compile()
+        .ainvoke(
+            {"messages": [HumanMessage("what is 6 x 7?")]},
+            context=context(proposers=["openai:cheap n=3"], first_k=3, aggregator_mode="vote"),
+        )
+    )
+    assert sum(b["model"] == "cheap" for b in server.requests) == 6
