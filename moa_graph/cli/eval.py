@@ -38,7 +38,8 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="additions (two-digit sums, 8,100 distinct), tool-calls (forced calculate(op, a, "
         "b) calls, exact arguments), arithmetic, products, gsm, "
         "reasoning-gym:NAME (the 'eval' extra), jsonl:FILE "
-        "(prompt and optional reference per line), mt-bench (judged), alpaca:FILE (judged)",
+        "(prompt and optional reference per line), mt-bench (judged), alpaca:FILE (judged), "
+        "flask:FILE (your copy of FLASK's evaluation file; judged 1-5 per skill)",
     )
     add(
         "--systems",
@@ -94,6 +95,12 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         default="pairwise",
         help="pairwise against the baseline in both orders (default), or 1-10 grading",
     )
+    add(
+        "--rubrics",
+        metavar="FILE",
+        help="flask: suites: your copy of FLASK's skillset_description.json (default: the "
+        "project's own rubrics)",
+    )
     add("--judge-max-tokens", type=int, default=1024, help="most tokens per judgment (1024)")
     add("--out", type=Path, help="folder for results.json, items.jsonl, summary.md, plot.png")
     add("--concurrency", type=int, default=8, help="runs and judge calls in flight (8)")
@@ -139,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             out=args.out, concurrency=args.concurrency,
             prices=read_prices(args.prices) if args.prices else None,
             judge_max_tokens=args.judge_max_tokens, progress=not args.no_progress,
-            replays=args.replay, replay_from=args.replay_from,
+            replays=args.replay, replay_from=args.replay_from, rubrics=args.rubrics,
         )
     )  # fmt: skip
     print(report.to_markdown())

@@ -6,6 +6,8 @@
 - ``summary.md``: the table printed to the terminal.
 - ``plot.png``: quality with 95% interval bars per system, and quality against tokens (or cost)
   per item, the view of the MoA paper's Fig. 5 (arXiv 2406.04692, section 3.4).
+- ``skills.png`` (FLASK suites): each skill's mean score per system, bars side by side with
+  95% intervals.
 - ``alpaca_eval/<system>.json`` (on request): ``[{"instruction", "output", "generator"}]`` per
   system, the input of the official ``alpaca_eval`` tool, for users with a judge key.
 """
@@ -47,14 +49,63 @@ def write_artifacts(report: EvalReport, out: str | Path, *, plot: bool = True) -
         for record in report.records:
             f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
     paths[2].write_text(report.to_markdown(), encoding="utf-8")
-    if plot:
+    drawings = [(write_plot, "plot.png")]
+    if report.skills is not None:
+        drawings.append((write_skill_plot, "skills.png"))
+    for draw, name in drawings if plot else []:
         try:
-            paths.append(write_plot(report, folder / "plot.png"))
+            paths.append(draw(report, folder / name))
         except MoAConfigError:
             raise
         except Exception as exc:  # the results are written: a picture must not fail the run
-            log.warning("plot.png was not drawn: %s: %s", type(exc).__name__, exc)
+            log.warning("%s was not drawn: %s: %s", name, type(exc).__name__, exc)
     return paths
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MoAConfigError("the plot needs matplotlib: pip install 'moa-graph[eval]'") from None
+    return plt
+
+
+def write_skill_plot(report: EvalReport, path: Path) -> Path:
+    """Draw FLASK's skills side by side: one group of bars per skill, one bar per system.
+
+    Each bar is the system's mean 1-5 score on the skill with its 95% interval.
+
+    Raises:
+        MoAConfigError: matplotlib is missing.
+    """
+    assert report.skills is not None
+    plt = _pyplot()
+    systems = list(dict.fromkeys(r.system for r in report.skills.skills))
+    skills = list(dict.fromkeys(r.skill for r in report.skills.skills))
+    cells = {(r.system, r.skill): r for r in report.skills.skills}
+    figure, axes = plt.subplots(figsize=(max(8.0, 1.1 * len(skills) + 2), 4.5))
+    width = 0.8 / max(len(systems), 1)
+    for i, system in enumerate(systems):
+        at = [
+            (j, cells[system, skill]) for j, skill in enumerate(skills) if (system, skill) in cells
+        ]
+        axes.bar(
+            [j - 0.4 + width * (i + 0.5) for j, _ in at], [c.mean for _, c in at], width,
+            yerr=[[c.mean - c.low for _, c in at], [c.high - c.mean for _, c in at]],
+            capsize=2, label=system,
+        )  # fmt: skip
+    axes.set_xticks(range(len(skills)), skills, rotation=30, ha="right")
+    axes.set_ylim(1, 5)
+    axes.set_ylabel("mean score, 1-5 (95% interval)")
+    axes.set_title(f"{report.suite}: skills, {report.items} items")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
 
 
 def write_plot(report: EvalReport, path: Path) -> Path:
@@ -63,13 +114,7 @@ def write_plot(report: EvalReport, path: Path) -> Path:
     Raises:
         MoAConfigError: matplotlib is missing.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MoAConfigError("the plot needs matplotlib: pip install 'moa-graph[eval]'") from None
+    plt = _pyplot()
     shown = [s for s in report.systems if s.quality is not None and s.name != "best-single"]
     names = [s.name for s in shown]
     quality = [s.quality or 0.0 for s in shown]

@@ -1,10 +1,12 @@
-"""LLM-as-a-judge with MT-Bench's prompts: pairwise verdicts and 1-10 ratings.
+"""LLM-as-a-judge with MT-Bench's prompts (pairwise verdicts, 1-10 ratings) and FLASK's form.
 
 The prompts are FastChat's ``judge_prompts.jsonl`` (shipped in ``moa_graph/eval/data/mt_bench``,
 Apache-2.0): ``pair-v2`` and ``single-v1``, their multi-turn forms for a second turn, and the
 ``math`` forms, which show the judge a reference answer, for items that carry one (MT-Bench's
 math, reasoning and coding). The judge runs at temperature 0 (Zheng et al., arXiv 2306.05685,
 section 3; FastChat ``llm_judge/common.py``).
+
+FLASK's per-skill 1-5 scores use `moa_graph.eval.flask`'s prompt and parser.
 
 Position bias: a pairwise comparison is judged twice, the answers swapped; a verdict that does
 not survive the swap is a tie (`combine_orders`).
@@ -24,6 +26,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
 from moa_graph.calls import CallPolicy, call_model
+from moa_graph.eval.flask import PROMPT_VERSION, parse_skill_scores
 from moa_graph.journal import Journal
 from moa_graph.models import call_admission, load_chat_model
 from moa_graph.spec import ModelSpec, SpecLike, to_model_spec
@@ -177,6 +180,8 @@ class Judgment:
         rating: The parsed 1-10 rating, or None.
         error: Why the call failed or gave no verdict, or None.
         usage: Tokens of the call, or None.
+        scores: FLASK (`moa_graph.eval.flask`): the 1-5 score of each skill the reply scored,
+            or None for other prompts.
     """
 
     prompt: str
@@ -185,12 +190,14 @@ class Judgment:
     rating: float | None = None
     error: str | None = None
     usage: Usage | None = None
+    scores: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the judgment as a JSON-ready dict."""
         return {
             "prompt": self.prompt, "text": self.text, "verdict": self.verdict,
             "rating": self.rating, "error": self.error, "usage": self.usage,
+            "scores": self.scores,
         }  # fmt: skip
 
 
@@ -248,8 +255,16 @@ class Judge:
         """The judge's label."""
         return self.spec.name
 
-    async def judge(self, prompt: str, messages: list[BaseMessage]) -> Judgment:
-        """Ask the judge and parse its verdict (pairwise prompts) or rating (single prompts).
+    async def judge(
+        self, prompt: str, messages: list[BaseMessage], skills: Sequence[str] = ()
+    ) -> Judgment:
+        """Ask the judge and parse its verdict (pairwise), rating (single) or skill scores.
+
+        Args:
+            prompt: The prompt's name: MT-Bench's (``pair-v2``, ``single-v1``, ...) or
+                `moa_graph.eval.flask.PROMPT_VERSION`.
+            messages: The judge's messages.
+            skills: For FLASK's prompt, the skills the reply must score.
 
         Never raises for the call: a failure is a `Judgment` with ``error`` set.
         """
@@ -263,7 +278,15 @@ class Judge:
         except Exception as exc:
             return Judgment(prompt, "", error=f"{type(exc).__name__}: {exc}")
         text = reply.text
-        if prompt.startswith("pair"):
+        if prompt == PROMPT_VERSION:
+            scores = parse_skill_scores(text, skills)
+            missing = [skill for skill in skills if skill not in scores]
+            judgment = Judgment(
+                prompt, text, scores=scores, usage=usage_of(reply),
+                error=f"no score from 1 to 5 for {', '.join(missing)} in the reply's last "
+                "dictionary" if missing else None,
+            )  # fmt: skip
+        elif prompt.startswith("pair"):
             verdict = parse_pairwise(text)
             judgment = Judgment(
                 prompt, text, verdict=verdict, usage=usage_of(reply),

@@ -1,13 +1,16 @@
 """Judging an evaluation's answers: every record of a judged suite gets its score or preference.
 
-`judge_all` asks `moa_graph.eval.judge.Judge` (MT-Bench's prompts) about every record: each
-answer rated 1-10 (``single``), or each system against the baseline in both orders
-(``pairwise``), a flip between the orders counting as a tie.
+`judge_all` asks `moa_graph.eval.judge.Judge` about every record: each answer rated 1-10
+(``single``), each system against the baseline in both orders (``pairwise``), a flip between
+the orders counting as a tie (MT-Bench's prompts), or each answer scored 1-5 on its item's
+skills (``skills``, FLASK: `moa_graph.eval.flask`).
 """
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from moa_graph.eval.flask import PROMPT_VERSION, Rubric, skill_prompt
 from moa_graph.eval.judge import (
     Judge,
     Judgment,
@@ -19,7 +22,8 @@ from moa_graph.eval.judge import (
 from moa_graph.eval.records import ItemRecord
 from moa_graph.eval.suites import Item, Suite
 
-JudgeMode = Literal["pairwise", "single"]
+JudgeMode = Literal["pairwise", "single", "skills"]
+"""``skills`` is FLASK's: each answer scored 1-5 on its item's skills."""
 
 
 async def judge_all(
@@ -34,10 +38,15 @@ async def judge_all(
     items = {item.id: item for item in suite.items}
     slots = asyncio.Semaphore(concurrency)
 
-    async def ask(prompt: tuple[str, list[Any]]) -> Judgment:
+    async def ask(prompt: tuple[str, list[Any]], skills: Sequence[str] = ()) -> Judgment:
         async with slots:
-            return await judge.judge(*prompt)
+            return await judge.judge(*prompt, skills=skills)
 
+    if mode == "skills":
+        assert suite.rubrics is not None
+        rubrics = suite.rubrics
+        await asyncio.gather(*(_skills(r, items[r["item"]], ask, rubrics) for r in records))
+        return
     if mode == "single":
         await asyncio.gather(*(_rate(r, items[r["item"]], ask) for r in records))
         return
@@ -59,6 +68,21 @@ async def _rate(record: ItemRecord, item: Item, ask: Any) -> None:
     ratings = [j.rating for j in judgments if j.rating is not None]
     record["score"] = sum(ratings) / len(ratings) if ratings else None
     record["judge_errors"] = sum(j.rating is None for j in judgments)
+
+
+async def _skills(record: ItemRecord, item: Item, ask: Any, rubrics: Mapping[str, Rubric]) -> None:
+    if not record["ok"]:  # the scale's lowest on every skill: a failure counts against it
+        record["skill_scores"] = dict.fromkeys(item.skills, 1.0)
+        record["score"], record["judge_errors"] = 1.0, 0
+        return
+    reference = item.judge_references[0] if item.judge_references else None
+    messages = skill_prompt(item.turns[0], record["answer"] or "", item.skills, reference, rubrics)
+    judgment = await ask((PROMPT_VERSION, messages), item.skills)
+    scores = judgment.scores or {}
+    record["judgments"] = [judgment.to_dict()]
+    record["skill_scores"] = scores
+    record["score"] = sum(scores.values()) / len(scores) if scores else None
+    record["judge_errors"] = int(judgment.error is not None)
 
 
 async def _pair(record: ItemRecord, base: ItemRecord, item: Item, ask: Any) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from moa_graph.eval.report import EvalReport, SystemResult
+    from moa_graph.eval.skill_report import SkillReport
 
 
 def render(report: "EvalReport") -> str:
@@ -54,6 +55,8 @@ def render(report: "EvalReport") -> str:
                 f"{_interval(c.low, c.high, signed=True)} | {_number(c.p_value)} "
                 f"| {c.verdict} |"
             )
+    if report.skills is not None:
+        lines += _skill_tables(report.skills)
     lines.append("")
     lines += [f"- {c.sentence()}" for c in report.comparisons]
     lines += [
@@ -67,6 +70,46 @@ def render(report: "EvalReport") -> str:
         lines.append(f"- Judge: {calls} calls, {tokens} tokens (not in the systems' figures).")
     lines += [f"- Note: {note}" for note in report.notes]
     return "\n".join(lines) + "\n"
+
+
+def _skill_tables(skills: "SkillReport") -> list[str]:
+    """FLASK: mean per skill (95% CI, items) per system, per-skill comparisons, groups."""
+    systems = list(dict.fromkeys(r.system for r in skills.skills))
+    cells = {(r.system, r.skill): r for r in skills.skills}
+    names = list(dict.fromkeys(r.skill for r in skills.skills))
+    lines = ["", "| skill (1-5) | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
+    for skill in names:
+        row = [
+            f"{c.mean:.2f} ({c.low:.2f} to {c.high:.2f}, n={c.n})"
+            if (c := cells.get((system, skill)))
+            else "-"
+            for system in systems
+        ]
+        lines.append(f"| {skill} | " + " | ".join(row) + " |")
+    if skills.comparisons:
+        lines += [
+            "",
+            "| system vs baseline | skill | difference | 95% CI | items | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c.system} vs {c.baseline} | {c.skill} | {c.estimate:+.2f} | "
+            f"{_interval(c.low, c.high, signed=True)} | {c.n} | {c.verdict} |"
+            for c in skills.comparisons
+        ]
+    for by in ("domain", "difficulty"):
+        means = {(g.system, g.group): g for g in skills.groups if g.by == by}
+        groups = list(dict.fromkeys(g.group for g in skills.groups if g.by == by))
+        if not groups:
+            continue
+        lines += ["", f"| {by} | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
+        for group in groups:
+            row = [
+                f"{g.mean:.2f} (n={g.n})" if (g := means.get((system, group))) else "-"
+                for system in systems
+            ]
+            lines.append(f"| {group} | " + " | ".join(row) + " |")
+    return lines
 
 
 def _quality(s: "SystemResult", is_baseline: bool) -> str:

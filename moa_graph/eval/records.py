@@ -53,6 +53,8 @@ class ItemRecord(TypedDict):
         escalated: For a system with a cascade: True when a turn went past the cascade's
             first stage to the MoA, False when every turn was answered by it; else None.
         judgments: The judge's replies, parsed, with their raw text.
+        skill_scores: FLASK: the 1-5 score of each of the item's skills the judge scored
+            (`score` is their mean); 1 on every skill when the run failed.
         judge_errors: Judgments without a verdict or rating (judged suites).
         pairs_judged: Pairwise: pairs with a verdict in both orders.
         consistent: Pairwise: pairs whose verdict survived the swap.
@@ -77,6 +79,7 @@ class ItemRecord(TypedDict):
     cost_usd: float | None
     escalated: bool | None
     judgments: list[dict[str, Any]]
+    skill_scores: NotRequired[dict[str, float]]
     judge_errors: NotRequired[int]
     pairs_judged: NotRequired[int]
     consistent: NotRequired[int]

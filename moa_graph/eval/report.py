@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from moa_graph.eval.markdown import render
 from moa_graph.eval.records import ItemRecord
+from moa_graph.eval.skill_report import SkillReport
 from moa_graph.eval.stats import (
     Verdict,
     bootstrap_mean,
@@ -154,11 +155,12 @@ class EvalReport:
         repeated: Items of the suite left out because their prompt repeated an earlier one's.
         comparisons: Each system against the baseline (and against ``best-single``).
         judge: The judge's label, or None.
-        judge_mode: ``pairwise`` or ``single``, or None for exact suites.
+        judge_mode: ``pairwise``, ``single`` or ``skills`` (FLASK), or None for exact suites.
         judge_usage: Tokens of every judge call, or None.
         notes: Warnings and caveats, each one line.
         records: The per-item records the figures come from.
         settings: Settings of the run (systems, judge, seed, versions), JSON-ready.
+        skills: FLASK suites: the per-skill, per-domain and per-difficulty figures; else None.
     """
 
     suite: str
@@ -175,6 +177,7 @@ class EvalReport:
     records: list[ItemRecord] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     repeated: int = 0
+    skills: SkillReport | None = None
 
     def system(self, name: str) -> SystemResult:
         """Return the result of system `name`.
@@ -197,6 +200,7 @@ class EvalReport:
             "systems": [asdict(s) for s in self.systems],
             "comparisons": [{**asdict(c), "sentence": c.sentence()} for c in self.comparisons],
             "notes": self.notes,
+            "skills": asdict(self.skills) if self.skills else None,
         }  # fmt: skip
 
     def to_markdown(self) -> str:

@@ -19,11 +19,13 @@ from moa_graph.batch.rows import Row
 from moa_graph.batch.runner import BatchRunner, settings_of
 from moa_graph.batch.store import RecordStore
 from moa_graph.errors import MoAConfigError
+from moa_graph.eval.flask import PROMPT_VERSION, SYSTEM_PROMPT, read_rubrics
 from moa_graph.eval.judge import Judge
 from moa_graph.eval.judging import JudgeMode, judge_all
 from moa_graph.eval.records import item_record
 from moa_graph.eval.replay import Replay, recorded_samples, replay_item
 from moa_graph.eval.report import EvalReport, Metric, build_report
+from moa_graph.eval.skill_report import skill_report
 from moa_graph.eval.suites import Item, Suite, distinct, load_suite
 from moa_graph.eval.systems import System, file_slug, parse_systems
 from moa_graph.models import ModelSource
@@ -50,6 +52,7 @@ async def arun_eval(
     progress: bool = False,
     replays: Sequence[str] = (),
     replay_from: str | None = None,
+    rubrics: str | Path | None = None,
 ) -> EvalReport:
     """Run `systems` on the same items of `suite`, score them, and return the report.
 
@@ -76,6 +79,9 @@ async def arun_eval(
             the others on the same items; it has no latency.
         replay_from: The system whose samples the replays read (one layer of one proposer
             spec with ``n`` >= K, aggregator_mode ``vote``); default the first such system.
+        rubrics: For a ``flask:`` suite: the user's copy of FLASK's
+            ``skillset_description.json``; None uses `moa_graph.eval.flask.SKILLS`. A FLASK
+            suite is judged per skill (1-5) whatever `judge_mode` says.
 
     Returns:
         The `EvalReport`; its ``records`` hold every item's answers, scores and judgments.
@@ -97,6 +103,11 @@ async def arun_eval(
             )
             for s in chosen
         ]
+    if rubrics is not None:
+        if loaded.rubrics is None:
+            raise MoAConfigError(f"rubrics are for flask: suites; {loaded.name!r} is not one")
+        loaded = dataclasses.replace(loaded, rubrics=read_rubrics(Path(rubrics)))
+    mode: JudgeMode = "skills" if loaded.rubrics is not None else judge_mode
     names = [s.name for s in chosen]
     baseline = baseline or names[0]
     if baseline not in names:
@@ -109,7 +120,7 @@ async def arun_eval(
         raise MoAConfigError(
             f"suite {loaded.name!r} has no exact answers: give a judge model (--judge SPEC)"
         )
-    if loaded.judged and judge_mode == "pairwise" and len(chosen) < 2:
+    if loaded.judged and mode == "pairwise" and len(chosen) < 2:
         raise MoAConfigError("pairwise judging needs two systems or more: add a baseline")
     for system in chosen:
         _check_models(system)
@@ -149,8 +160,8 @@ async def arun_eval(
             record["score"], record["correct"] = score, score >= 1.0
     else:
         assert the_judge is not None
-        metric = "win rate" if judge_mode == "pairwise" else "rating"
-        await judge_all(the_judge, judge_mode, loaded, records, baseline, concurrency)
+        metric = "win rate" if mode == "pairwise" else "rating"
+        await judge_all(the_judge, mode, loaded, records, baseline, concurrency)
     report = build_report(
         suite=loaded.name, description=loaded.description, items=len(loaded.items),
         repeated=loaded.repeated, metric=metric,
@@ -159,7 +170,7 @@ async def arun_eval(
         records=records, baseline=baseline, best_single=best_single, seed=seed,
     )  # fmt: skip
     if the_judge is not None:
-        report.judge, report.judge_mode = the_judge.name, judge_mode
+        report.judge, report.judge_mode = the_judge.name, mode
         report.judge_usage = total_usage(j.get("usage") for r in records for j in r["judgments"])
     report.settings = {
         "suite": loaded.name, "n": len(loaded.items), "seed": seed, "baseline": baseline,
@@ -169,6 +180,16 @@ async def arun_eval(
                     for s in chosen},
         "versions": versions("reasoning-gym", "langsmith"),
     }  # fmt: skip
+    if mode == "skills" and loaded.judged:
+        assert loaded.rubrics is not None
+        report.skills = skill_report(
+            loaded.items, [s.name for s in report.systems if s.name != "best-single"],
+            records, baseline, seed,
+        )  # fmt: skip
+        report.settings["judge_prompt"] = {
+            "name": PROMPT_VERSION, "system": SYSTEM_PROMPT,
+            "rubrics": {skill: dataclasses.asdict(r) for skill, r in loaded.rubrics.items()},
+        }  # fmt: skip
     return report
 
 

@@ -24,13 +24,15 @@ Suite names (`load_suite`):
   ``moa_graph/eval/data/mt_bench``), judged, reference-guided for math, reasoning and coding.
 - ``alpaca:FILE``: an AlpacaEval-format JSON list (or JSONL) of ``{"instruction": ...}``,
   judged. The 805 AlpacaEval instructions are CC BY-NC and not shipped: pass your copy.
+- ``flask:FILE``: FLASK's evaluation file (either version), each answer judged 1-5 on its
+  item's skills (`moa_graph.eval.flask`). FLASK's data is not shipped: pass your copy.
 """
 
 import dataclasses
 import json
 import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,6 +40,7 @@ from typing import Any
 
 from moa_graph.aggregation import extract_answer
 from moa_graph.errors import MoAConfigError
+from moa_graph.eval.flask import SKILLS, Rubric, flask_items
 
 Checker = Callable[["Item", str], float]
 """Scores one answer to an item: 1.0 right, 0.0 wrong (partial credit in between)."""
@@ -103,6 +106,9 @@ class Item:
         judge_references: Reference answers per turn shown to the judge (reference-guided
             grading), or None.
         category: The item's category (MT-Bench's 8, a dataset name), or None.
+        skills: FLASK: the skills the judge scores this item on (`moa_graph.eval.flask`).
+        domains: FLASK: the item's domains (Math, Coding, Humanities, ...).
+        difficulty: FLASK: the item's difficulty level, or None.
     """
 
     id: str
@@ -110,6 +116,9 @@ class Item:
     reference: str | None = None
     judge_references: tuple[str, ...] | None = None
     category: str | None = None
+    skills: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    difficulty: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,8 @@ class Suite:
         tools: OpenAI function tools every system is given (its answer is then a call), or
             None.
         tool_choice: The tool choice that goes with `tools` (a tool's name forces it).
+        rubrics: FLASK suites: the rubric of each skill, and every answer is judged 1-5 on
+            its item's skills (`moa_graph.eval.flask`); None for other suites.
     """
 
     name: str
@@ -135,6 +146,7 @@ class Suite:
     repeated: int = 0
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | None = None
+    rubrics: Mapping[str, Rubric] | None = None
 
     @property
     def judged(self) -> bool:
@@ -152,7 +164,8 @@ def load_suite(name: str, *, n: int | None = None, seed: int = 7) -> Suite:
 
     Args:
         name: A suite name: ``arithmetic``, ``products``, ``gsm``, ``additions``, ``tool-calls``,
-            ``reasoning-gym:NAME``, ``jsonl:FILE``, ``mt-bench`` or ``alpaca:FILE``.
+            ``reasoning-gym:NAME``, ``jsonl:FILE``, ``mt-bench``, ``alpaca:FILE`` or
+            ``flask:FILE``.
         n: Keep the first `n` distinct items; None keeps all (`DEFAULT_ITEMS` for generated
             suites, which draw until they have `n` distinct items).
         seed: Seed of generated (reasoning-gym) suites.
@@ -183,12 +196,14 @@ def load_suite(name: str, *, n: int | None = None, seed: int = 7) -> Suite:
         suite = _mt_bench()
     elif kind == "alpaca" and argument:
         suite = _alpaca(name, Path(argument))
+    elif kind == "flask" and argument:
+        suite = _flask(name, Path(argument))
     else:
         raise MoAConfigError(
             f"suite={name!r} is unknown: use one of "
             f"{sorted([*GENERATED, 'additions', 'tool-calls'])}, "
             "'reasoning-gym:NAME', "
-            "'jsonl:FILE', 'mt-bench' or 'alpaca:FILE'"
+            "'jsonl:FILE', 'mt-bench', 'alpaca:FILE' or 'flask:FILE'"
         )
     suite = distinct(suite)
     items = suite.items[:n] if n is not None else suite.items
@@ -413,6 +428,21 @@ def _alpaca(name: str, path: Path) -> Suite:
             raise MoAConfigError(f"{path} item {number}: no 'instruction' text")
         items.append(Item(id=str(len(items)), turns=(instruction,), category=value.get("dataset")))
     return Suite(name, items, None, f"{path.name}: AlpacaEval-format instructions, judged")
+
+
+def _flask(name: str, path: Path) -> Suite:
+    values, version = flask_items(path, _json_lines(path))
+    items = [
+        Item(
+            id=v["id"], turns=(v["instruction"],),
+            judge_references=(v["answer"],) if v["answer"] else None, skills=v["skills"],
+            domains=v["domains"], difficulty=v["difficulty"],
+        )
+        for v in values
+    ]  # fmt: skip
+    _check_unique(path, items)
+    description = f"{path.name}: FLASK ({version} format), each answer judged 1-5 per skill"
+    return Suite(name, items, None, description, rubrics=SKILLS)
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

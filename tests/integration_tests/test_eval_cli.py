@@ -85,6 +85,28 @@ def test_mt_bench_judged_by_the_embedded_model(tmp_path: Path, embedded_url: str
             assert judgment["rating"] is None or 1 <= judgment["rating"] <= 10
 
 
+def test_flask_judged_by_the_embedded_model(tmp_path: Path, embedded_url: str) -> None:
+    # Plumbing only, as for MT-Bench: the 135M judge rarely ends with a dictionary of scores.
+    suite = tmp_path / "flask.jsonl"
+    item = {"idx": 1, "instruction": "What is 2 + 2?", "answer": "4", "skill":
+            ["Logical Correctness", "Conciseness", "Readability"], "domain": ["Math"],
+            "difficulty": "simple lifestyle knowledge"}  # fmt: skip
+    suite.write_text(json.dumps(item) + "\n")
+    out = tmp_path / "flask"
+    printed = moa_eval(
+        embedded_url, "--suite", f"flask:{suite}", "--systems", "single:local:smollm2",
+        "--judge", "local:smollm2", "--judge-max-tokens", "64", "--max-tokens", "32",
+        "--out", str(out), "--no-plot",
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    [record] = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    [judgment] = record["judgments"]
+    assert judgment["text"] and judgment["prompt"] == "moa-graph-flask-v1"
+    assert all(1 <= score <= 5 for score in record["skill_scores"].values())
+    assert record["judge_errors"] == (len(record["skill_scores"]) < 3)
+    assert "| skill (1-5) |" in printed.stdout or record["skill_scores"] == {}
+
+
 TWO_RUNS = """
 from moa_graph.eval import run_eval
 for _ in range(2):
