@@ -67,7 +67,8 @@ async def arun_eval(
         seed: Seed of generated suites and of the bootstrap; the runs' seeds derive from it.
         judge: Model spec of the judge; required for judged suites, unused for exact ones.
         judge_mode: ``pairwise`` (against `baseline`, both orders) or ``single`` (1-10).
-        baseline: The system the others are compared with (default: the first one).
+        baseline: The system the others are compared with (default: the first one); a
+            replayed system (``replay:vote:5``) may be the baseline.
         out: Folder for the runs and judgments (resumable), or None to keep nothing.
         concurrency: Runs (and judge calls) in flight at once.
         prices: USD per million tokens by model label, for the cost column.
@@ -109,8 +110,9 @@ async def arun_eval(
         loaded = dataclasses.replace(loaded, rubrics=read_rubrics(Path(rubrics)))
     mode: JudgeMode = "skills" if loaded.rubrics is not None else judge_mode
     names = [s.name for s in chosen]
+    plans = [Replay.parse(text) for text in replays]
     baseline = baseline or names[0]
-    if baseline not in names:
+    if baseline not in names + [p.name for p in plans]:
         raise MoAConfigError(f"baseline={baseline!r} is not among the systems {names}")
     if judge_mode not in ("pairwise", "single"):
         raise MoAConfigError(f"judge_mode={judge_mode!r}: use 'pairwise' or 'single'")
@@ -124,7 +126,6 @@ async def arun_eval(
         raise MoAConfigError("pairwise judging needs two systems or more: add a baseline")
     for system in chosen:
         _check_models(system)
-    plans = [Replay.parse(text) for text in replays]
     source = _replay_source(chosen, plans, replay_from, loaded) if plans else None
     folder = Path(out) if out is not None else None
     if folder is not None:

@@ -65,6 +65,7 @@ async def test_replays_match_the_systems_run_for_real(server, suite, tmp_path: P
         assert replayed["calls"] == real["calls"] == (5 if real["escalated"] else 2)
         assert replayed["tokens"] == real["tokens"]
     assert [r["calls"] for r in rows["replay:vote:3"].values()] == [3] * 6
+    assert report.comparisons[0].baseline == "vote-5"
     by_name = {s.name: s for s in report.systems}
     assert by_name["replay:cascade:2:5"].escalation_rate == 0.5
     assert by_name["replay:vote:3"].latency_p50_s is None  # a replay takes no time
@@ -91,3 +92,11 @@ def test_the_cli_prints_replayed_rows(server, suite, tmp_path: Path, capsys) -> 
     assert status == 0
     row = next(line for line in table.splitlines() if line.startswith("| replay:cascade:1:5 "))
     assert row.endswith("| - | - |")  # no latency
+
+
+async def test_a_replay_can_be_the_baseline(server, suite, tmp_path: Path) -> None:
+    report = await arun_eval(
+        suite, [systems_file(tmp_path)], replays=["vote:3"], baseline="replay:vote:3"
+    )
+    assert [c.system for c in report.comparisons] == ["vote-5", "cascade"]
+    assert {c.baseline for c in report.comparisons} == {"replay:vote:3"}
