@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.graph import START, StateGraph
 from langgraph.types import CachePolicy
 
@@ -87,7 +88,7 @@ def build_moa_graph(
     builder.add_node("layer", nodes.layer)
     builder.add_node(
         "proposer",
-        RunnableLambda(nodes.proposer, nodes.aproposer, name="proposer"),
+        _Step(nodes.proposer, nodes.aproposer, name="proposer"),
         cache_policy=proposer_cache,
         # With the cache on, a failed call raises (LangGraph caches no node that raised) and
         # this handler writes its record: the cache keeps only answers.
@@ -95,7 +96,7 @@ def build_moa_graph(
     )
     builder.add_node("collect_references", _inline(nodes.collect_references))
     builder.add_node(
-        "aggregator", RunnableLambda(nodes.aggregator, nodes.aaggregator, name="aggregator")
+        "aggregator", _Step(nodes.aggregator, nodes.aaggregator, name="aggregator")
     )
     builder.add_node("cascade_answer", _inline(nodes.cascade_answer))
     builder.add_edge(START, "layer")
@@ -130,17 +131,47 @@ def proposer_cache_key(task: ProposerTask) -> str:
     return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
-def _inline(func: Callable[[Any], Any]) -> RunnableLambda[Any, Any]:
+def _inline(func: Callable[[Any], Any]) -> "_Step":
     """Wrap a pure node or router so that ``ainvoke`` runs it on the event loop.
 
     A plain sync function would be sent to a worker thread on every call under ``ainvoke``
     (docs/notes.md, "Batch": the fan-out router's thread hop limited throughput).
     """
+    return _Step(func, name=func.__name__)
 
-    async def on_loop(value: Any) -> Any:
-        return func(value)
 
-    return RunnableLambda(func, cast(Callable[[Any], Awaitable[Any]], on_loop), name=func.__name__)
+class _Step(Runnable[Any, Any]):
+    """A node or router with a sync and an async form, run as LangGraph runs a plain function.
+
+    LangGraph traces each node itself; `RunnableLambda` would add a run of its own inside it
+    and inspect its function's signature on every call (issue 21's profile: about 12% of a
+    run's CPU). `afunc` None runs `func` on the event loop under ``ainvoke``.
+    """
+
+    def __init__(
+        self,
+        func: Callable[[Any], Any],
+        afunc: Callable[[Any], Awaitable[Any]] | None = None,
+        *,
+        name: str,
+    ):
+        self.func, self.afunc, self.name = func, afunc, name
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        token = var_child_runnable_config.set(config)  # get_runtime() and the model calls
+        try:
+            return self.func(input)
+        finally:
+            var_child_runnable_config.reset(token)
+
+    async def ainvoke(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Any:
+        token = var_child_runnable_config.set(config)
+        try:
+            return self.func(input) if self.afunc is None else await self.afunc(input)
+        finally:
+            var_child_runnable_config.reset(token)
 
 
 def _check_instances(
