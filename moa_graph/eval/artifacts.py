@@ -73,6 +73,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def _saved(plt: Any, figure: Any, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def write_skill_plot(report: EvalReport, path: Path) -> Path:
     """Draw FLASK's skills side by side: one group of bars per skill, one bar per system.
 
@@ -102,10 +109,7 @@ def write_skill_plot(report: EvalReport, path: Path) -> Path:
     axes.set_ylabel("mean score, 1-5 (95% interval)")
     axes.set_title(f"{report.suite}: skills, {report.items} items")
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _saved(plt, figure, path)
 
 
 def write_plot(report: EvalReport, path: Path) -> Path:
@@ -142,10 +146,7 @@ def write_plot(report: EvalReport, path: Path) -> Path:
     right.set_ylabel(report.metric)
     right.set_title(f"{report.metric} against {'cost' if by_cost else 'tokens'}")
     right.set_xlim(left=0)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _saved(plt, figure, path)
 
 
 def export_alpaca_eval(report: EvalReport, out: str | Path) -> list[Path]:
