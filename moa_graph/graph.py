@@ -95,9 +95,7 @@ def build_moa_graph(
         error_handler=nodes.failed_proposer if proposer_cache is not None else None,
     )
     builder.add_node("collect_references", _inline(nodes.collect_references))
-    builder.add_node(
-        "aggregator", _Step(nodes.aggregator, nodes.aaggregator, name="aggregator")
-    )
+    builder.add_node("aggregator", _Step(nodes.aggregator, nodes.aaggregator, name="aggregator"))
     builder.add_node("cascade_answer", _inline(nodes.cascade_answer))
     builder.add_edge(START, "layer")
     builder.add_conditional_edges("layer", _inline(nodes.send_to_proposers), ["proposer"])
@@ -164,9 +162,7 @@ class _Step(Runnable[Any, Any]):
         finally:
             var_child_runnable_config.reset(token)
 
-    async def ainvoke(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Any:
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         token = var_child_runnable_config.set(config)
         try:
             return self.func(input) if self.afunc is None else await self.afunc(input)

@@ -300,12 +300,12 @@ def build_report(
         for name, count in uncached.items()
         if count and count < len(by_system[name])
     ]
-    notes += [
-        f"{name}: every item was replayed or answered partly from the cache (a resumed "
-        "run), so it has no latency"
-        for name, count in uncached.items()
-        if count and count == len(by_system[name])
-    ]
+    timeless = [name for name, count in uncached.items() if count and count == len(by_system[name])]
+    if timeless:
+        notes.append(
+            f"{', '.join(timeless)}: every item was replayed or answered partly from the cache "
+            "(a resumed run), so no latency is given"
+        )
     return EvalReport(
         suite=suite, description=description, items=items, metric=metric, baseline=baseline,
         systems=results, comparisons=comparisons, notes=notes, records=records,

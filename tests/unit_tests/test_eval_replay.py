@@ -69,7 +69,7 @@ async def test_replays_match_the_systems_run_for_real(server, suite, tmp_path: P
     by_name = {s.name: s for s in report.systems}
     assert by_name["replay:cascade:2:5"].escalation_rate == 0.5
     assert by_name["replay:vote:3"].latency_p50_s is None  # a replay takes no time
-    assert "replay:vote:3: every item was replayed" in report.to_markdown()
+    assert "replay:cascade:2:5, replay:vote:3: every item was replayed" in report.to_markdown()
 
 
 async def test_replays_are_checked_before_any_call(server, suite, tmp_path: Path) -> None:
