@@ -85,14 +85,15 @@ def build_moa_graph(
     builder = StateGraph(
         MoAState, context_schema=MoAContext, input_schema=InputState, output_schema=OutputState
     )
-    builder.add_node("layer", nodes.layer)
+    builder.add_node("layer", _Step(nodes.layer, nodes.alayer, name="layer"))
     builder.add_node(
         "proposer",
         _Step(nodes.proposer, nodes.aproposer, name="proposer"),
         cache_policy=proposer_cache,
         # With the cache on, a failed call raises (LangGraph caches no node that raised) and
         # this handler writes its record: the cache keeps only answers.
-        error_handler=nodes.failed_proposer if proposer_cache is not None else None,
+        # (LangGraph's stubs list no (input, error) node shape; it passes the error by name)
+        error_handler=cast(Any, nodes.failed_proposer) if proposer_cache is not None else None,
     )
     builder.add_node("collect_references", _inline(nodes.collect_references))
     builder.add_node("aggregator", _Step(nodes.aggregator, nodes.aaggregator, name="aggregator"))

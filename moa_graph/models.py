@@ -63,13 +63,45 @@ def load_chat_model(
             the variable to set), or the provider rejects the settings; it names the spec.
         LocalModelError: The embedded model server could not start.
     """
-    extra = json.dumps(model_kwargs or {}, sort_keys=True)
-    return _load(spec, temperature, max_tokens, streaming, extra)
+    key = _key(spec, temperature, max_tokens, streaming, model_kwargs)
+    model = _load(*key)
+    _made.add(key)
+    return model
+
+
+_made: set[tuple[str, float, int, bool, str]] = set()
+"""Arguments of the models `load_chat_model` has created (and `_load` keeps)."""
+
+
+def is_made(
+    spec: str,
+    *,
+    temperature: float,
+    max_tokens: int,
+    streaming: bool = True,
+    model_kwargs: dict[str, Any] | None = None,
+) -> bool:
+    """Return True when `load_chat_model` with these arguments would return a kept model.
+
+    Then nothing can block: no embedded server to start, no provider package to import.
+    """
+    return _key(spec, temperature, max_tokens, streaming, model_kwargs) in _made
+
+
+def _key(
+    spec: str,
+    temperature: float,
+    max_tokens: int,
+    streaming: bool,
+    model_kwargs: dict[str, Any] | None,
+) -> tuple[str, float, int, bool, str]:
+    return spec, temperature, max_tokens, streaming, json.dumps(model_kwargs or {}, sort_keys=True)
 
 
 def clear_model_cache() -> None:
     """Forget the models created so far (they keep the environment of their creation)."""
     _load.cache_clear()
+    _made.clear()
 
 
 def accepts_seed(model: BaseChatModel) -> bool:
@@ -322,6 +354,27 @@ class ModelSource:
             self.aggregator(ctx)
         return sizes
 
+    def made(self, ctx: "MoAContext") -> bool:
+        """Return True when every model a run of `ctx` calls exists already.
+
+        Then `check` cannot block (no embedded server to start), so the graph may run it on
+        the event loop.
+        """
+        first = 0 if ctx.cascade else 1
+        specs = [
+            spec
+            for layer in range(first, ctx.rounds + 1)
+            if self._instances is None or layer == 0
+            for spec in ctx.proposer_specs(layer)
+        ]
+        wanted = [(spec, False) for spec in specs]
+        if self._aggregator is None and ctx.aggregator_mode != "vote":
+            wanted.append((ctx.aggregator_spec(), True))
+        return all(
+            is_made(spec.model, **_settings(spec, ctx), streaming=streaming)
+            for spec, streaming in wanted
+        )
+
     def aggregator_label(self, ctx: "MoAContext") -> str:
         """Return the aggregator's name for records, without creating the model."""
         if self._aggregator is not None:
@@ -345,13 +398,16 @@ class ModelSource:
 
 
 def _from_spec(spec: ModelSpec, ctx: "MoAContext", *, streaming: bool) -> BaseChatModel:
-    return load_chat_model(
-        spec.model,
-        temperature=ctx.temperature if spec.temperature is None else spec.temperature,
-        max_tokens=spec.max_tokens or ctx.max_tokens,
-        streaming=streaming,
-        model_kwargs=spec.model_kwargs,
-    )
+    return load_chat_model(spec.model, **_settings(spec, ctx), streaming=streaming)
+
+
+def _settings(spec: ModelSpec, ctx: "MoAContext") -> dict[str, Any]:
+    """The arguments of `load_chat_model` a spec takes from itself, else from the context."""
+    return {
+        "temperature": ctx.temperature if spec.temperature is None else spec.temperature,
+        "max_tokens": spec.max_tokens or ctx.max_tokens,
+        "model_kwargs": spec.model_kwargs,
+    }
 
 
 def _admission(spec: ModelSpec, ctx: "MoAContext") -> Admission | None:

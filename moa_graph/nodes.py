@@ -7,6 +7,7 @@ algorithm they apply lives in `moa_graph.layers`, `moa_graph.aggregation`,
 the nodes.
 """
 
+import asyncio
 import contextlib
 import functools
 import random
@@ -20,7 +21,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.config import get_config
 from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.errors import NodeError
-from langgraph.runtime import Runtime, get_runtime
+from langgraph.runtime import get_runtime
 from langgraph.types import Command, Overwrite, Send, interrupt
 
 from moa_graph.aggregation import (
@@ -95,13 +96,20 @@ class MoANodes:
         self.guard = guard
         self.uncached_failures = uncached_failures
 
-    def layer(self, state: MoAState, runtime: Runtime[MoAContext]) -> Update:
-        """Start the next MoA layer; at the start of a turn, check every model first.
+    async def alayer(self, state: MoAState) -> Update:
+        """`layer` under ``ainvoke``: on the event loop when every model the run calls exists.
 
-        Sync on purpose: creating a model may start the embedded server, which blocks, so
-        LangGraph runs this node in a worker thread under ``ainvoke``.
+        Creating a model may start the embedded server, which blocks, so a run with a model
+        not made yet runs `layer` in a worker thread (``asyncio.to_thread`` keeps the run's
+        context). The hop costs about 1 ms of CPU a run (benchmarks/cpu_per_run.py).
         """
-        ctx = _context(runtime)
+        if self.models.made(_context()):
+            return self.layer(state)
+        return await asyncio.to_thread(self.layer, state)
+
+    def layer(self, state: MoAState) -> Update:
+        """Start the next MoA layer; at the start of a turn, check every model first."""
+        ctx = _context()
         if not state.get("messages"):
             raise MoAConfigError("messages is empty: send at least one user message")
         turn = state["messages"][-1].id or ""
@@ -445,9 +453,9 @@ class MoANodes:
         }
 
 
-def _context(runtime: Runtime[MoAContext] | None = None) -> MoAContext:
+def _context() -> MoAContext:
     # runtime.context is None when the caller passes no context=.
-    context = (runtime or get_runtime(MoAContext)).context
+    context = get_runtime(MoAContext).context
     return context if context is not None else MoAContext()
 
 

@@ -1,12 +1,14 @@
 """Hosted providers: missing credentials fail when the model is created, naming what to set."""
 
+import dataclasses
+
 import pytest
 from langchain_core.messages import HumanMessage
 
 from moa_graph import MoAConfigError, MoAContext, build_moa_graph
 from moa_graph.errors import MissingCredentials
 from moa_graph.layers import panel_status
-from moa_graph.models import load_chat_model
+from moa_graph.models import ModelSource, clear_model_cache, load_chat_model
 from tests.scripted_openai_server import ScriptedOpenAIServer
 
 
@@ -73,3 +75,18 @@ async def test_skip_unavailable_leaves_out_a_proposer_without_credentials(
     assert [b["model"] for b in server.requests] == ["p", "agg"]
     assert out["messages"][-1].content == "from agg"
     assert panel_status(out["proposals"])["degraded"] is True
+
+
+def test_made_says_when_creating_a_runs_models_cannot_block(monkeypatch) -> None:
+    # The layer node runs on the event loop only when made() is True (else in a thread).
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    clear_model_cache()
+    ctx = MoAContext(proposers=["openai:p n=2"], aggregator="openai:agg", retries=0)
+    source = ModelSource(None, None)
+    assert not source.made(ctx)
+    source.check(ctx)
+    assert source.made(ctx)
+    assert not source.made(dataclasses.replace(ctx, temperature=0.3))  # other models
+    assert ModelSource([[load_chat_model("openai:p", temperature=0, max_tokens=8)]], None).made(
+        ctx
+    )  # instances need nothing made but the aggregator
