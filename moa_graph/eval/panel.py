@@ -73,26 +73,28 @@ def greedy_panel(
             ``coverage``: the share of items at least one member gets right.
 
     Returns:
-        ``(candidate, score)`` per step; a draw goes to the candidate given first. Growth
-        stops early when no candidate raises the score (a weaker member can lower a vote).
+        ``(candidate, score)`` per step of the chosen panel; a draw goes to the candidate
+        given first. Growth goes on to `k` members even through a step that does not raise
+        the score (a vote of two is its first member wherever they disagree, so only a third
+        can change it); the panel is then the first steps with the best score, the fewest on
+        a tie (a weaker member can lower a vote).
     """
     names = list(answers)
     items = len(next(iter(answers.values()), []))
     chosen: list[str] = []
     steps: list[tuple[str, float]] = []
-    best = -1.0
-    while len(chosen) < k:
+    while len(chosen) < k and items:
         options = [(panel_score([*chosen, c], answers, scores, how), c)
                    for c in names if c not in chosen]  # fmt: skip
-        if not options or items == 0:
+        if not options:
             break
         score, pick = max(options, key=lambda o: (o[0], -names.index(o[1])))
-        if score <= best:  # a member that adds nothing (or hurts a vote) is not added
-            break
         chosen.append(pick)
         steps.append((pick, score))
-        best = score
-    return steps
+    if not steps:
+        return steps
+    best = max(score for _, score in steps)
+    return steps[: next(i for i, (_, score) in enumerate(steps) if score == best) + 1]
 
 
 def panel_score(

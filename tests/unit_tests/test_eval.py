@@ -535,8 +535,13 @@ def test_greedy_panel_grows_by_what_the_members_do_together() -> None:
     # Coverage: a (items 0, 2; c ties and comes later), then b (item 1; c ties again); then c
     # adds nothing.
     assert greedy_panel(answers, scores, 3, "coverage") == [("a", 0.5), ("b", 0.75)]
-    # Vote: with two members a draw goes to the first, so neither b nor c changes a's answers.
+    # Vote: with two members a draw goes to the first, so neither b nor c changes a's answers,
+    # and the third does not help either: the panel is a alone.
     assert greedy_panel(answers, scores, 3, "vote") == [("a", 0.5)]
+    # A vote of two adds nothing, but the third member can: growth goes past the flat step.
+    answers = {"a": ["1", "9"], "b": ["5", "2"], "c": ["7", "2"]}
+    scores = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [0.0, 1.0]}
+    assert greedy_panel(answers, scores, 3, "vote") == [("a", 0.5), ("b", 0.5), ("c", 1.0)]
 
 
 def panel_script(body: dict[str, Any]) -> str:
