@@ -44,7 +44,8 @@ class PanelChoice:
         steps: One entry per greedy step: the spec added and the selection score (share of
             the selection items) the panel reached with it.
         single_scores: Each candidate's accuracy alone on the selection split.
-        context: The MoAContext fields of the panel (what ``--context`` reads).
+        context: The MoAContext fields of the panel (what ``--context`` reads); each member's
+            spec as it was measured (temperature 0 unless the candidate set one).
         selection: The selection run (every candidate alone).
         held_out: The held-out run: the panel, and the best single candidate of the
             selection split, with intervals; None when no item was held out.
@@ -168,7 +169,7 @@ async def achoose_panel(
     answers, scores = _by_candidate(selection.records, candidates, [i.id for i in items[:cut]])
     steps = greedy_panel(answers, scores, k, how)
     chosen = [candidate for candidate, _ in steps]
-    context = {**(settings or {}), "proposers": chosen, "rounds": 1}
+    context = {**(settings or {}), "proposers": [_as_measured(c) for c in chosen], "rounds": 1}
     if how == "vote":
         context["aggregator_mode"] = "vote"
     single = {c: sum(scores[c]) / len(scores[c]) for c in candidates}
@@ -186,6 +187,19 @@ async def achoose_panel(
         single_scores={c: round(v, 4) for c, v in single.items()}, context=context,
         selection=selection, held_out=held_out,
     )  # fmt: skip
+
+
+def _as_measured(candidate: str) -> dict[str, Any]:
+    """The candidate's spec as its selection run asked it: greedy unless it sets a temperature.
+
+    Without this, a member would take the panel context's temperature and answer otherwise
+    than the answers it was chosen on.
+    """
+    spec = to_model_spec("candidates", candidate)
+    fields = spec.to_dict()
+    if spec.temperature is None:
+        fields["temperature"] = 0.0
+    return fields
 
 
 async def _held_out(

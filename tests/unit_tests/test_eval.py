@@ -566,6 +566,8 @@ async def test_choose_panel_picks_on_one_split_and_judges_on_the_other(
     assert [s.name for s in split.held_out.systems] == ["single:" + split.chosen[0], "panel"]
     written = json.loads((tmp_path / "o" / "panel.json").read_text())
     assert written == split.context and written["aggregator_mode"] == "vote"
+    # Each member as it was measured: the candidates answered greedy, so the panel does too.
+    assert all(member["temperature"] == 0.0 for member in written["proposers"])
     assert "| 1 | openai:" in describe(split)
 
 
@@ -578,7 +580,9 @@ def test_cli_choose_panel_writes_a_context_file(
     status = main(["eval", "--suite", suite, "--choose-panel", "openai:a", "--choose-panel",
                    "openai:c", "--out", str(tmp_path / "o"), "--no-progress"])  # fmt: skip
     assert status == 0
-    assert json.loads((tmp_path / "o" / "panel.json").read_text())["proposers"] == ["openai:a"]
+    assert json.loads((tmp_path / "o" / "panel.json").read_text())["proposers"] == [
+        {"model": "openai:a", "temperature": 0.0}
+    ]
     captured = capsys.readouterr()
     assert "## Panel chosen on 4 selection items" in captured.out and "panel.json" in captured.err
     assert main(["eval", "--suite", suite]) == 2  # neither --systems nor --choose-panel
