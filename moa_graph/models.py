@@ -360,13 +360,12 @@ class ModelSource:
         Then `check` cannot block (no embedded server to start), so the graph may run it on
         the event loop.
         """
-        first = 0 if ctx.cascade else 1
-        specs = [
-            spec
-            for layer in range(first, ctx.rounds + 1)
-            if self._instances is None or layer == 0
-            for spec in ctx.proposer_specs(layer)
-        ]
+        # Each distinct list once: bounded by what the context holds, never by its rounds
+        # (a guarded run's rounds are checked after this).
+        lists = len(ctx.layer_proposers) if ctx.layer_proposers else 1
+        specs = ctx.proposer_specs(0)
+        if self._instances is None:
+            specs += [spec for layer in range(1, lists + 1) for spec in ctx.proposer_specs(layer)]
         wanted = [(spec, False) for spec in specs]
         if self._aggregator is None and ctx.aggregator_mode != "vote":
             wanted.append((ctx.aggregator_spec(), True))

@@ -87,6 +87,9 @@ def test_made_says_when_creating_a_runs_models_cannot_block(monkeypatch) -> None
     source.check(ctx)
     assert source.made(ctx)
     assert not source.made(dataclasses.replace(ctx, temperature=0.3))  # other models
+    # Bounded by the specs the context holds, never by its rounds: a guarded server checks a
+    # caller's rounds after this (with a loop over rounds this line would not return).
+    assert source.made(dataclasses.replace(ctx, rounds=10**12))
     assert ModelSource([[load_chat_model("openai:p", temperature=0, max_tokens=8)]], None).made(
         ctx
     )  # instances need nothing made but the aggregator
