@@ -70,7 +70,9 @@ def load_chat_model(
 
 
 _made: set[tuple[str, float, int, bool, str]] = set()
-"""Arguments of the models `load_chat_model` has created (and `_load` keeps)."""
+"""Arguments of every model `load_chat_model` has created in this process (`_load` keeps the
+last 64; one evicted since was still created once, so its package is imported and its
+embedded server started, and creating it again cannot block)."""
 
 
 def is_made(
@@ -81,9 +83,10 @@ def is_made(
     streaming: bool = True,
     model_kwargs: dict[str, Any] | None = None,
 ) -> bool:
-    """Return True when `load_chat_model` with these arguments would return a kept model.
+    """Return True when `load_chat_model` has created a model with these arguments before.
 
-    Then nothing can block: no embedded server to start, no provider package to import.
+    Then creating it again cannot block: no embedded server to start, no provider package to
+    import.
     """
     return _key(spec, temperature, max_tokens, streaming, model_kwargs) in _made
 

@@ -77,7 +77,7 @@ def _skill_tables(skills: "SkillReport") -> list[str]:
     systems = list(dict.fromkeys(r.system for r in skills.skills))
     cells = {(r.system, r.skill): r for r in skills.skills}
     names = list(dict.fromkeys(r.skill for r in skills.skills))
-    lines = ["", "| skill (1-5) | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
+    lines = _header("skill (1-5)", systems)
     for skill in names:
         row = [
             f"{c.mean:.2f} ({c.low:.2f} to {c.high:.2f}, n={c.n})"
@@ -102,7 +102,7 @@ def _skill_tables(skills: "SkillReport") -> list[str]:
         groups = list(dict.fromkeys(g.group for g in skills.groups if g.by == by))
         if not groups:
             continue
-        lines += ["", f"| {by} | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
+        lines += _header(by, systems)
         for group in groups:
             row = [
                 f"{g.mean:.2f} (n={g.n})" if (g := means.get((system, group))) else "-"
@@ -110,6 +110,11 @@ def _skill_tables(skills: "SkillReport") -> list[str]:
             ]
             lines.append(f"| {group} | " + " | ".join(row) + " |")
     return lines
+
+
+def _header(first: str, systems: list[str]) -> list[str]:
+    """A blank line, then the head of a table with one column per system."""
+    return ["", f"| {first} | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
 
 
 def _quality(s: "SystemResult", is_baseline: bool) -> str:

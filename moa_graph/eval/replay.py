@@ -95,7 +95,7 @@ class Replay:
         return replay
 
 
-def recorded_samples(source: System, replays: list[Replay]) -> None:
+def check_replay_source(source: System, replays: list[Replay]) -> None:
     """Check that `source` records the samples `replays` read.
 
     Raises:
@@ -128,12 +128,12 @@ def replay_item(
     """
     ordered = sorted((p for p in turn["proposals"] if p["layer"] == 1), key=lambda p: p["index"])
     first = ordered[: replay.first_stage]
-    escalated = replay.kind == "cascade" and _agreed(first, answer_pattern, replay) is None
-    if replay.kind == "cascade" and not escalated:
-        used, chosen = first, _agreed(first, answer_pattern, replay)
-    else:
-        used = ordered[: replay.samples]
-        chosen = _vote(used, answer_pattern)
+    agreed: Candidate | None = None
+    if replay.kind == "cascade":
+        agreed = agreed_answer(_candidates(first), answer_pattern, replay.agreement)
+    escalated = replay.kind == "cascade" and agreed is None
+    used = first if agreed is not None else ordered[: replay.samples]
+    chosen = agreed if agreed is not None else _vote(used, answer_pattern)
     ok = turn["status"] == "ok" and chosen is not None
     usage = total_usage(p["usage"] for p in used)
     tokens = usage["input_tokens"] + usage["output_tokens"] if usage else 0
@@ -155,10 +155,6 @@ def replay_item(
 
 def _candidates(proposals: list[Proposal]) -> list[Candidate]:
     return [Candidate(p["index"], p["content"]) for p in proposals if p["content"] is not None]
-
-
-def _agreed(first: list[Proposal], pattern: str | None, replay: Replay) -> Candidate | None:
-    return agreed_answer(_candidates(first), pattern, replay.agreement)
 
 
 def _vote(used: list[Proposal], pattern: str | None) -> Candidate | None:

@@ -23,7 +23,7 @@ from moa_graph.eval.flask import PROMPT_VERSION, SYSTEM_PROMPT, read_rubrics
 from moa_graph.eval.judge import Judge
 from moa_graph.eval.judging import JudgeMode, judge_all
 from moa_graph.eval.records import item_record
-from moa_graph.eval.replay import Replay, recorded_samples, replay_item
+from moa_graph.eval.replay import Replay, check_replay_source, replay_item
 from moa_graph.eval.report import EvalReport, Metric, build_report
 from moa_graph.eval.skill_report import skill_report
 from moa_graph.eval.suites import Item, Suite, distinct, load_suite
@@ -218,11 +218,11 @@ def _replay_source(
         source = next((s for s in systems if s.name == name), None)
         if source is None:
             raise MoAConfigError(f"replay_from={name!r} is not among the systems")
-        recorded_samples(source, plans)
+        check_replay_source(source, plans)
         return source
     for system in systems:
         try:
-            recorded_samples(system, plans)
+            check_replay_source(system, plans)
         except MoAConfigError:
             continue
         return system
