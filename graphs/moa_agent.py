@@ -19,9 +19,9 @@ from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
-from langgraph.runtime import Runtime
 
 from moa_graph import MoAContext, build_moa_graph
+from moa_graph.run_scope import adopt_context, run_context
 from moa_graph.trust import guard_from_environment
 
 
@@ -39,16 +39,22 @@ FORCE_FIRST = {"type": "function", "function": {"name": "calculate"}}
 
 def build_moa_agent() -> StateGraph[MessagesState, MoAContext, MessagesState, MessagesState]:
     """Build the tool loop around the MoA graph, uncompiled (context schema: `MoAContext`)."""
-    moa = build_moa_graph(context_guard=guard_from_environment()).compile(name="moa")
+    guard = guard_from_environment()
+    moa = build_moa_graph(context_guard=guard).compile(name="moa")
 
-    async def answer(state: MessagesState, runtime: Runtime[MoAContext]) -> dict[str, Any]:
-        """Run MoA with the tools; force the tool on the first call of a turn."""
+    async def answer(state: MessagesState) -> dict[str, Any]:
+        """Run MoA with the tools; force the tool on the first call of a turn.
+
+        The caller's context is admitted first (it cannot set tools); the tools are the
+        graph's own, so the context that carries them is adopted for the run.
+        """
         first_call = isinstance(state["messages"][-1], HumanMessage)
         context = dataclasses.replace(
-            runtime.context or MoAContext(),
+            run_context(guard),
             tools=[convert_to_openai_tool(t) for t in TOOLS],
             tool_choice=FORCE_FIRST if first_call else None,
         )
+        adopt_context(context)
         out = await moa.ainvoke({"messages": state["messages"]}, context=context)
         return {"messages": [out["messages"][-1]]}
 

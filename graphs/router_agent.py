@@ -21,10 +21,10 @@ from typing import Literal
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.runtime import Runtime
 
 from moa_graph import MoAContext, build_moa_graph
 from moa_graph.models import load_chat_model, model_label
+from moa_graph.run_scope import count_call, run_context
 from moa_graph.trust import RequestPolicy, guard_from_environment
 from moa_graph.validation import DEFAULT_LOCAL_MODEL, check_int, check_model_text
 
@@ -90,14 +90,28 @@ def build_router_agent(
             ``build_moa_graph().compile(name="moa")`` (models from the context).
         single_model: The model for easy questions; default ``RouterContext.single_model``.
         context_guard: The operator's policy for a context that comes from a network
-            (`moa_graph.trust`): it guards the MoA subgraph, and ``single_model`` must be the
-            operator's or allowed. None: the context is trusted.
+            (`moa_graph.trust`): every node of the agent and of the MoA subgraph runs on the
+            context it admits once per run (`moa_graph.run_scope.run_context`), within one
+            budget of model calls; ``single_model`` must be the operator's or allowed. None:
+            the context is trusted.
 
     Returns:
         A `StateGraph` over `RouterState` with `RouterContext` as its context schema. Input is
         ``{"messages": [...]}``; output adds ``route``. Run it with
         ``await agent.ainvoke({"messages": [...]}, context=RouterContext(...))``.
     """
+
+    def settings() -> RouterContext:
+        """Return the run's settings: with a guard, admitted once per run (`run_context`).
+
+        ``single_model`` must then be the operator's or an allowed model.
+        """
+        ctx = run_context(context_guard, RouterContext)
+        if context_guard is not None:
+            context_guard.check_model_text(
+                "context.single_model", ctx.single_model, [RouterContext().single_model]
+            )
+        return ctx
 
     def answering_model(ctx: RouterContext) -> tuple[str, BaseChatModel]:
         if single_model is not None:
@@ -107,18 +121,13 @@ def build_router_agent(
         )
         return ctx.single_model, model
 
-    def triage(state: RouterState, runtime: Runtime[RouterContext]) -> dict[str, str]:
+    def triage(state: RouterState) -> dict[str, str]:
         """Label the last user message easy or hard; for easy ones, create the model now.
 
         A sync node runs in a worker thread, so creating the model (and starting the embedded
         server) here keeps blocking work off the event loop, as `langgraph dev` requires.
         """
-        ctx = runtime.context or RouterContext()
-        if context_guard is not None:
-            operator = RouterContext()
-            context_guard.check_model_text(
-                "context.single_model", ctx.single_model, [operator.single_model]
-            )
+        ctx = settings()
         route = classify(state["messages"][-1].text, ctx.hard_min_words)
         if route == "easy":
             answering_model(ctx)  # cached by load_chat_model for answer_alone
@@ -128,11 +137,10 @@ def build_router_agent(
         """Send easy questions to one model and hard ones to MoA."""
         return state["route"]
 
-    async def answer_alone(
-        state: RouterState, runtime: Runtime[RouterContext]
-    ) -> dict[str, object]:
-        """Answer with the single model."""
-        label, model = answering_model(runtime.context or RouterContext())
+    async def answer_alone(state: RouterState) -> dict[str, object]:
+        """Answer with the single model (one call of the run's budget)."""
+        label, model = answering_model(settings())
+        count_call()
         answer = await model.ainvoke(
             state["messages"], {"run_name": f"{label} (single model)", "tags": ["single_model"]}
         )

@@ -63,11 +63,14 @@ def build_moa_graph(
             ``MoAContext.seed=None`` every run draws new seeds, so nothing is reused.
 
         context_guard: For a graph a server runs on a caller's context (langgraph dev, a
-            deployment): the operator's `moa_graph.trust.RequestPolicy`; every run whose
-            context names other models, endpoint-changing ``model_kwargs``, fields outside
-            the policy's allowlist or more than its budgets is refused before any model is
-            created. None (default): the context is trusted, as from your own Python code.
-            `moa_graph.trust.guard_from_environment` reads it from ``MOA_SERVE_*``.
+            deployment): the operator's `moa_graph.trust.RequestPolicy`. Every node admits
+            the run's context through it (once per run, `moa_graph.run_scope.run_context`),
+            so a run whose context names other models, endpoint-changing ``model_kwargs``,
+            fields outside the policy's allowlist or more than its budgets is refused before
+            any model is created, however LangGraph's API started it; and every model call
+            counts against the run's ``max_calls`` budget. None (default): the context is
+            trusted, as from your own Python code. `moa_graph.trust.guard_from_environment`
+            reads it from ``MOA_SERVE_*``.
 
     Returns:
         A `StateGraph` with nodes ``layer``, ``proposer``, ``collect_references`` and

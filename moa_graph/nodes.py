@@ -21,7 +21,6 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langgraph.config import get_config
 from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.errors import NodeError
-from langgraph.runtime import get_runtime
 from langgraph.types import Command, Overwrite, Send, interrupt
 
 from moa_graph.aggregation import (
@@ -56,6 +55,7 @@ from moa_graph.layers import (
 from moa_graph.models import CallSlot, ModelSource, with_call_settings
 from moa_graph.references import inject_references, reference_order, with_system_prompt
 from moa_graph.review import parse_decision, review_request
+from moa_graph.run_scope import count_call, run_context
 from moa_graph.state import Aggregation, MoAState, Proposal, Review
 from moa_graph.stragglers import LayerGate, layer_gate
 from moa_graph.tool_turns import forces_a_call, render_tool_turns
@@ -78,8 +78,10 @@ class MoANodes:
 
     Args:
         models: Model instances given to `build_moa_graph`, or the context's specs.
-        guard: The operator's policy for a run's context when it comes from a network
-            (`moa_graph.trust.RequestPolicy.check_context`), or None to trust it.
+        guard: The operator's policy for a run's context when it comes from a network, or
+            None to trust it: every node gets its context through
+            `moa_graph.run_scope.run_context`, which admits it once per run, and every model
+            call is counted against the run's budget (`moa_graph.run_scope.count_call`).
         uncached_failures: Raise `ProposerFailed` for a proposer call that did not answer, so
             that the node cache keeps only answers; `failed_proposer`, the node's error
             handler, writes the record instead.
@@ -103,13 +105,13 @@ class MoANodes:
         not made yet runs `layer` in a worker thread (``asyncio.to_thread`` keeps the run's
         context). The hop costs about 1 ms of CPU a run (benchmarks/cpu_per_run.py).
         """
-        if self.models.made(_context()):
+        if self.models.made(self._context()):
             return self.layer(state)
         return await asyncio.to_thread(self.layer, state)
 
     def layer(self, state: MoAState) -> Update:
         """Start the next MoA layer; at the start of a turn, check every model first."""
-        ctx = _context()
+        ctx = self._context()
         if not state.get("messages"):
             raise MoAConfigError("messages is empty: send at least one user message")
         turn = state["messages"][-1].id or ""
@@ -117,10 +119,6 @@ class MoANodes:
             if state["layer"] == 0:  # a cascade escalates: reuse its answers where they fit
                 return {"layer": 1, "proposals": self._reused(ctx, state["proposals"])}
             return {"layer": state["layer"] + 1}
-        bound = ctx.max_calls
-        if self.guard is not None:  # before any model is created: a spec may name a file
-            self.guard.check_context(ctx, MoAContext())
-            bound = min(bound or self.guard.max_calls, self.guard.max_calls)
         # A new turn: create every model now, so bad settings fail before any call.
         given = self.models.instance_layers
         if given is not None and given not in (1, ctx.rounds):
@@ -132,7 +130,7 @@ class MoANodes:
         check_layer_sizes(ctx, sizes)
         first_stage = len(self.models.proposers(ctx, 0))
         check_max_calls(
-            bound,
+            ctx.max_calls,  # with a guard, bounded by the operator's budget (`run_context`)
             most_calls(ctx.aggregator_mode, ctx.window_size, sizes, first_stage=first_stage),
         )
         if ctx.review and get_config()["configurable"].get(CONFIG_KEY_CHECKPOINTER) is None:
@@ -147,7 +145,7 @@ class MoANodes:
 
     def send_to_proposers(self, state: MoAState) -> list[Send]:
         """Map the conversation (with the previous layer's references) to one Send per call."""
-        ctx = _context()
+        ctx = self._context()
         k = state["layer"]
         # Proposers given no tools see earlier tool calls and results as text.
         messages: list[BaseMessage] = (
@@ -217,7 +215,7 @@ class MoANodes:
 
     def collect_references(self, state: MoAState) -> Update:
         """Join the layer's branches; fail if too few answered; after the last, ask a reviewer."""
-        ctx = _context()
+        ctx = self._context()
         k = state["layer"]
         if k == 0:  # a cascade's first stage: one answer is enough to go on
             check_quorum(state["proposals"], 0, 1)
@@ -237,14 +235,14 @@ class MoANodes:
         After a cascade's first stage (layer 0): answer from it when enough of its answers
         agree, else escalate to layer 1.
         """
-        ctx = _context()
+        ctx = self._context()
         if state["layer"] == 0:
             return "cascade answers" if _cascade_choice(state, ctx) else "next round"
         return "next round" if state["layer"] < ctx.rounds else "aggregate"
 
     def cascade_answer(self, state: MoAState) -> Update:
         """Answer with the cascade's first stage: the answer enough of its calls agreed on."""
-        ctx = _context()
+        ctx = self._context()
         chosen = _cascade_choice(state, ctx)
         assert chosen is not None  # the gate sent the run here
         aggregation = Aggregation(
@@ -295,6 +293,14 @@ class MoANodes:
         except Exception as exc:
             raise self._aggregator_error(ctx, exc, state) from exc
 
+    def _context(self) -> MoAContext:
+        """The run's settings, admitted by the operator's guard when there is one.
+
+        Every node and router gets its context here (`moa_graph.run_scope.run_context`), so a
+        node that LangGraph's API starts directly still runs on an admitted context.
+        """
+        return run_context(self.guard)
+
     def _reused(self, ctx: MoAContext, proposals: list[Proposal]) -> list[Proposal]:
         """Layer-1 records that repeat the first stage's answers (`reused_first_stage`).
 
@@ -307,13 +313,14 @@ class MoANodes:
 
     def _branch(self, task: ProposerTask) -> tuple[MoAContext, CallSlot, int]:
         """The context, this branch's model call, and how many calls its layer has."""
-        ctx = _context()
+        ctx = self._context()
         calls = self.models.proposers(ctx, task["layer"])
         return ctx, calls[task["index"]], len(calls)
 
     def _proposer_call(
         self, task: ProposerTask, call: CallSlot
     ) -> tuple[Runnable[Any, Any], list[BaseMessage], RunnableConfig]:
+        count_call()  # the run's budget counts the calls it makes, whatever its Sends say
         k, i = task["layer"], task["index"]
         where = f"layer {k}" + (f", sample {task['sample'] + 1}" if call.samples > 1 else "")
         config = RunnableConfig(
@@ -325,7 +332,7 @@ class MoANodes:
             },
         )  # fmt: skip
         model: Runnable[Any, Any] = call.model
-        ctx = _context()
+        ctx = self._context()
         if ctx.tools and ctx.proposer_tools:
             model = _with_tools(call.model, ctx)
         model = model if task["seed"] is None else model.bind(seed=task["seed"])
@@ -366,7 +373,7 @@ class MoANodes:
 
         The aggregator is created at its first call: a vote may need none.
         """
-        ctx = _context()
+        ctx = self._context()
         settings = AggregationSettings(
             mode=ctx.aggregator_mode,
             prompt=ctx.aggregator_prompt,
@@ -394,6 +401,7 @@ class MoANodes:
         request: AggregatorRequest,
         seeds: list[int | None],
     ) -> tuple[Runnable[Any, Any], list[BaseMessage]]:
+        count_call()
         k = ctx.rounds + 1  # the paper counts the aggregator as the last layer
         seed = call_seed(ctx.seed, k, 0, request.step) if agg.seeded else None
         seeds.append(seed)
@@ -451,12 +459,6 @@ class MoANodes:
             "aggregation": aggregation,
             "proposals": Overwrite(proposals),
         }
-
-
-def _context() -> MoAContext:
-    # runtime.context is None when the caller passes no context=.
-    context = get_runtime(MoAContext).context
-    return context if context is not None else MoAContext()
 
 
 def _cascade_choice(state: MoAState, ctx: MoAContext) -> Candidate | None:

@@ -23,8 +23,9 @@ The operator's settings (environment variables, read by `RequestPolicy.from_envi
   ``MOA_SERVE_MAX_SCHEMA_DEPTH`` (16 levels). A request's schema may hold no ``pattern`` or
   ``patternProperties`` (a regular expression that Python's ``re`` runs when validating, and
   that could backtrack for hours) and no ``$ref`` outside itself.
-- ``MOA_SERVE_GUARD_CONTEXT=true``: the graphs of langgraph.json check every run's context
-  with this policy (`guard_from_environment`).
+- ``MOA_SERVE_GUARD_CONTEXT=true``: the graphs of langgraph.json admit every run's context
+  with this policy in every node, and count the calls each run makes against its budget
+  (`guard_from_environment`, `moa_graph.run_scope`).
 """
 
 import dataclasses
@@ -188,17 +189,21 @@ class RequestPolicy:
                     f"with MOA_SERVE_ALLOW_FIELDS={name}",
                 )
 
-    def check_context(self, ctx: MoAContext, operator: MoAContext) -> None:
+    def check_context(self, ctx: MoAContext, operator: MoAContext) -> MoAContext:
         """Refuse a run's context that differs from the operator's where no request may.
 
         For runs whose context a caller chose as a whole (LangGraph's server merges the
         assistant's and the run's context): every field outside the allowlist must equal the
         operator's value, and every model must be one of the operator's, or allowed, with
         ``model_kwargs`` equal to the operator's spec of that model or sampling keys only.
+        Graphs apply it through `moa_graph.run_scope.run_context`, once per run.
 
         Args:
             ctx: The run's settings.
             operator: The operator's settings (``MoAContext()``: the ``MOA_*`` variables).
+
+        Returns:
+            `ctx` with ``max_calls`` bounded by the budget (`check_budget`).
 
         Raises:
             RequestRefused: What is refused, with ``param`` ``context.<field>``.
@@ -216,7 +221,7 @@ class RequestPolicy:
                     f"{param} differs from the server's setting ({reason}); the operator "
                     f"allows it with MOA_SERVE_ALLOW_FIELDS={f.name}",
                 )
-        self.check_budget(ctx, prefix="context")
+        return self.check_budget(ctx, prefix="context")
 
     def check_budget(self, ctx: MoAContext, *, prefix: str = "moa") -> MoAContext:
         """Refuse a run over the budgets; return `ctx` with ``max_calls`` bounded by them.

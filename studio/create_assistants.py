@@ -4,12 +4,14 @@
 
 Each entry becomes an assistant (a graph with saved settings, i.e. a saved context) that
 Studio lists in its assistant menu. Running the script again updates them in place: the id of
-each is derived from its name.
+each is derived from its name. On a server with ``MOA_SERVE_AUTH=true`` only the operator's
+key may save assistants: the script sends ``MOA_ADMIN_KEY`` when it is set.
 """
 
 import argparse
 import asyncio
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ def assistant_id(name: str) -> str:
 
 async def save_assistants(url: str, path: Path = ASSISTANTS) -> list[dict[str, Any]]:
     """Create or update every assistant of `path` on the server at `url`; return them."""
-    client = get_client(url=url)
+    client = get_client(url=url, api_key=os.environ.get("MOA_ADMIN_KEY") or None)
     saved = []
     for entry in json.loads(path.read_text()):
         fields = {

@@ -1,7 +1,6 @@
 """OpenAI-shaped errors of the API: the error JSON, status codes, the bearer key check."""
 
 import os
-import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from moa_graph.errors import AggregatorError, ProposerQuorumError
+from moa_graph.serving.keys import ADMIN_KEY_ENV, API_KEY_ENV, is_key, presented_key
 
 
 class APIError(Exception):
@@ -55,12 +55,15 @@ def run_failed(error: BaseException) -> APIError:
 
 
 async def check_key(request: Request) -> None:
-    """Refuse a request without the bearer key when ``MOA_API_KEY`` is set (401)."""
-    expected = os.environ.get("MOA_API_KEY", "")
-    if not expected:
+    """Refuse a request without the operator's key when ``MOA_API_KEY`` is set (401).
+
+    The key is presented as ``Authorization: Bearer <key>`` or ``x-api-key``
+    (`moa_graph.serving.keys`); ``MOA_ADMIN_KEY`` is accepted too.
+    """
+    if not os.environ.get(API_KEY_ENV):
         return
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not secrets.compare_digest(given.encode(), expected.encode()):
+    given = presented_key(request.headers)
+    if not (is_key(given, API_KEY_ENV) or is_key(given, ADMIN_KEY_ENV)):
         raise APIError(
             401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key"
         )
