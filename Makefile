@@ -43,8 +43,9 @@ format: $(STAMP)
 # LangGraph Studio's API server for the graphs of langgraph.json, offline, on the embedded
 # model. Open https://smith.langchain.com/studio/?baseUrl=http://127.0.0.1:$(STUDIO_PORT)
 # and, from another terminal, save the sample assistants: $(BIN)/python studio/create_assistants.py
+# umask 077: LangGraph's local store (.langgraph_api/) holds the threads' prompts and answers.
 studio: $(STAMP)
-	LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph dev --port $(STUDIO_PORT) --no-browser
+	umask 077 && LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph dev --port $(STUDIO_PORT) --no-browser
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/critical_path.py

@@ -9,7 +9,6 @@ from typing import Any
 
 from moa_graph.errors import MoAConfigError
 from moa_graph.spec import ModelSpec, to_model_spec
-from moa_graph.validation import DEFAULT_LOCAL_MODEL
 
 SELF_MOA_SAMPLES = 6
 """Samples of the one model in Self-MoA (Li et al., arXiv 2502.00674, section 3: k = 6)."""
@@ -58,11 +57,19 @@ PRESET_DESCRIPTIONS = {
 }
 
 
+def _operators_proposer() -> list[Any]:
+    """The first of the operator's proposers (``MOA_PROPOSERS``, else the embedded model)."""
+    from moa_graph.context import MoAContext  # it imports this module
+
+    return [MoAContext().proposers[0]]
+
+
 def preset_settings(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Return the MoAContext fields of preset `name`, with the caller's `overrides` on top.
 
-    For ``self-moa`` and ``self-moa-seq`` the proposers must be one spec (default the embedded
-    model); when its ``n`` is 1 it becomes `SELF_MOA_SAMPLES`.
+    For ``self-moa`` and ``self-moa-seq`` the proposers must be one spec (default the first of
+    the operator's ``MOA_PROPOSERS``, else the embedded model); when its ``n`` is 1 it becomes
+    `SELF_MOA_SAMPLES`.
 
     Args:
         name: A key of `PRESETS`.
@@ -75,7 +82,7 @@ def preset_settings(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
         raise MoAConfigError(f"preset={name!r} is unknown: choose one of {sorted(PRESETS)}")
     settings = {**PRESETS[name], **overrides}
     if name.startswith("self-moa"):
-        proposers = settings.get("proposers", [DEFAULT_LOCAL_MODEL])
+        proposers = settings.get("proposers", _operators_proposer())
         if not isinstance(proposers, list) or len(proposers) != 1:
             raise MoAConfigError(
                 f"preset {name!r} samples one model: give exactly one proposer, got {proposers!r}"

@@ -8,11 +8,80 @@ every branch of its layer has finished, so nothing outlives the layer.
 
 MoA latency follows the slowest proposer (docs/notes.md, "Stragglers"); no published MoA
 implementation cuts stragglers, so this follows the "first k of n" pattern of hedged requests.
+
+The grace timer ends with its layer: it runs on the branch's event loop (``call_later``), or,
+for a sync run, on one timer thread shared by the process, and is cancelled when the layer's
+last branch leaves. No OS thread waits per timer.
 """
 
+import asyncio
 import contextlib
+import heapq
+import itertools
 import threading
+import time
 from collections.abc import Callable, Iterator
+from typing import Protocol
+
+
+class _Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class _Timer:
+    """A callback due at a monotonic time on the shared timer thread; `cancel` drops it."""
+
+    def __init__(self, callback: Callable[[], None]):
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _TimerThread:
+    """One daemon thread that runs the due callbacks of every sync run's grace timers."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, _Timer]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(callback)
+        with self._wake:
+            heapq.heappush(self._due, (time.monotonic() + delay_s, next(self._order), timer))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True, name="moa-timers")
+                self._thread.start()
+            self._wake.notify()
+        return timer
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while True:
+                    while self._due and self._due[0][2].cancelled:
+                        heapq.heappop(self._due)
+                    wait = self._due[0][0] - time.monotonic() if self._due else None
+                    if wait is not None and wait <= 0:
+                        timer = heapq.heappop(self._due)[2]
+                        break
+                    self._wake.wait(wait)
+            if not timer.cancelled:
+                timer.callback()
+
+
+_timers = _TimerThread()
+
+
+def _call_later(delay_s: float, callback: Callable[[], None]) -> _Cancellable:
+    """Run `callback` after `delay_s` on this thread's event loop, else the timer thread."""
+    try:
+        return asyncio.get_running_loop().call_later(delay_s, callback)
+    except RuntimeError:  # a sync run: no event loop in this thread
+        return _timers.call_later(delay_s, callback)
 
 
 class LayerGate:
@@ -32,6 +101,7 @@ class LayerGate:
         """Branches that have finished (counted by `layer_gate`)."""
         self._answered = 0
         self._callbacks: list[Callable[[], None]] = []
+        self._timer: _Cancellable | None = None
         self._lock = threading.Lock()
 
     def answered(self) -> None:
@@ -41,11 +111,14 @@ class LayerGate:
             if self._answered != self.first_k:
                 return
         if self.grace_s > 0:
-            timer = threading.Timer(self.grace_s, self._fire)
-            timer.daemon = True
-            timer.start()
+            self._timer = _call_later(self.grace_s, self._fire)
         else:
             self._fire()
+
+    def close(self) -> None:
+        """Cancel the grace timer: the layer's last branch has left."""
+        if self._timer is not None:
+            self._timer.cancel()
 
     def on_cut(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call `callback` (from any thread) when the cut-off fires; at once if it has.
@@ -101,7 +174,7 @@ def layer_gate(key: str, first_k: int, grace_s: float, branches: int) -> Iterato
         if gate is None:
             gate = _gates[key] = LayerGate(first_k, grace_s)
             while len(_gates) > MAX_OPEN_GATES:
-                del _gates[next(iter(_gates))]
+                _gates.pop(next(iter(_gates))).close()
     try:
         yield gate
     finally:
@@ -109,6 +182,7 @@ def layer_gate(key: str, first_k: int, grace_s: float, branches: int) -> Iterato
             gate.left += 1
             if gate.left >= branches:
                 _gates.pop(key, None)
+                gate.close()
 
 
 def open_gates() -> int:

@@ -19,10 +19,12 @@ The operator's settings (environment variables, read by `RequestPolicy.from_envi
   model calls per request, see `moa_graph.budget`), ``MOA_SERVE_MAX_TOKENS`` (4096 per call),
   ``MOA_SERVE_MAX_TIMEOUT_S`` (300 s per call), ``MOA_SERVE_MAX_MESSAGES`` (256),
   ``MOA_SERVE_MAX_BODY_BYTES`` (2 MiB), and for each JSON Schema a request sends (a
-  ``response_format``, a tool's parameters) ``MOA_SERVE_MAX_SCHEMA_BYTES`` (64 KiB) and
-  ``MOA_SERVE_MAX_SCHEMA_DEPTH`` (16 levels). A request's schema may hold no ``pattern`` or
-  ``patternProperties`` (a regular expression that Python's ``re`` runs when validating, and
-  that could backtrack for hours) and no ``$ref`` outside itself.
+  ``response_format``, a tool's parameters) ``MOA_SERVE_MAX_SCHEMA_BYTES`` (64 KiB),
+  ``MOA_SERVE_MAX_SCHEMA_DEPTH`` (16 levels) and ``MOA_SERVE_MAX_SCHEMA_NODES`` (10,000 schemas
+  at one place of an instance), and ``MOA_SERVE_MAX_REQUEST_SCHEMA_BYTES`` (256 KiB) for all of
+  a request's schemas together. A schema is data: `moa_graph.json_schema` refuses what would
+  fetch (a ``$ref`` outside itself, ``$dynamicRef``), loop in place or cost too much, and
+  matches ``pattern`` in linear time (RE2).
 - ``MOA_SERVE_GUARD_CONTEXT=true``: the graphs of langgraph.json admit every run's context
   with this policy in every node, and count the calls each run makes against its budget
   (`guard_from_environment`, `moa_graph.run_scope`).
@@ -38,8 +40,8 @@ from typing import Any
 from moa_graph.budget import check_max_calls, most_calls
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
+from moa_graph.json_schema import SchemaRefused, check_document
 from moa_graph.spec import ModelSpec, to_model_spec
-from moa_graph.structured import subschemas
 
 SAFE_FIELDS = frozenset(
     {
@@ -80,6 +82,10 @@ SAMPLING_KWARGS = frozenset(
 changes an endpoint, credentials, headers or the HTTP client."""
 
 GUARD_ENV = "MOA_SERVE_GUARD_CONTEXT"
+_SCHEMA_SETTINGS = {
+    "max_depth": "MOA_SERVE_MAX_SCHEMA_DEPTH",
+    "max_nodes": "MOA_SERVE_MAX_SCHEMA_NODES",
+}
 
 
 class RequestRefused(MoAConfigError):
@@ -112,6 +118,10 @@ class RequestPolicy:
         max_body_bytes: Most bytes of one request body.
         max_schema_bytes: Most bytes (as JSON) of one JSON Schema in a request.
         max_schema_depth: Most nested schema levels of one JSON Schema in a request.
+        max_schema_nodes: Most schemas one place of an instance may be checked against
+            (references and in-place keywords expanded; `moa_graph.json_schema`).
+        max_request_schema_bytes: Most bytes of all the JSON Schemas of one request
+            together (tools and ``response_format``).
     """
 
     allow_fields: frozenset[str] = SAFE_FIELDS
@@ -124,6 +134,8 @@ class RequestPolicy:
     max_body_bytes: int = 2 * 1024 * 1024
     max_schema_bytes: int = 64 * 1024
     max_schema_depth: int = 16
+    max_schema_nodes: int = 10_000
+    max_request_schema_bytes: int = 256 * 1024
 
     @classmethod
     def from_environment(cls) -> "RequestPolicy":
@@ -286,40 +298,49 @@ class RequestPolicy:
         if count > self.max_messages:
             raise _over("messages", count, self.max_messages, "MAX_MESSAGES", unit=" messages")
 
-    def check_schema(self, param: str, schema: object) -> None:
-        """Refuse a JSON Schema from a request that is too big, too deep, or holds a regex.
+    def check_schema(self, param: str, schema: object) -> int:
+        """Refuse a JSON Schema from a request that could fetch, loop or cost too much.
 
         Args:
             param: Where it is, e.g. ``response_format.json_schema.schema``.
             schema: The schema.
 
+        Returns:
+            Its size in bytes (as JSON), for the request's total (`check_schema_total`).
+
         Raises:
-            RequestRefused: Not an object, over ``max_schema_bytes`` or ``max_schema_depth``,
-                a ``pattern`` / ``patternProperties``, or a ``$ref`` that leaves the schema;
-                ``param`` says where (``...schema.properties.name.pattern``).
+            RequestRefused: Not an object, over ``max_schema_bytes``, ``max_schema_depth`` or
+                ``max_schema_nodes``, or anything `moa_graph.json_schema.check_document`
+                refuses (a reference outside the schema, ``$dynamicRef``, an in-place loop, a
+                ``pattern`` RE2 cannot run); ``param`` says where
+                (``...schema.properties.name.$ref``).
         """
         if not isinstance(schema, dict):
             raise RequestRefused(param, f"{param} must be a JSON Schema object")
-        size = len(json.dumps(schema))
+        try:
+            size = len(json.dumps(schema))
+        except (RecursionError, ValueError):
+            raise RequestRefused(param, f"{param} nests too deeply") from None
         if size > self.max_schema_bytes:
             raise _over(param, size, self.max_schema_bytes, "MAX_SCHEMA_BYTES", unit=" bytes")
-        for where, depth, sub in subschemas(schema):
-            if depth > self.max_schema_depth:
-                raise _over(f"{param}{where}", depth, self.max_schema_depth, "MAX_SCHEMA_DEPTH",
-                            unit=" levels")  # fmt: skip
-            for keyword in ("pattern", "patternProperties"):
-                if keyword in sub:
-                    raise RequestRefused(
-                        f"{param}{where}.{keyword}",
-                        f"{param}{where}.{keyword}: a regular expression from a request could "
-                        "backtrack for hours in Python's re; remove it (or validate it yourself)",
-                    )
-            ref = sub.get("$ref")
-            if isinstance(ref, str) and not ref.startswith("#"):
-                raise RequestRefused(
-                    f"{param}{where}.$ref",
-                    f"{param}{where}.$ref={ref!r}: a schema may refer only to itself ('#...')",
-                )
+        try:
+            check_document(schema, max_depth=self.max_schema_depth, max_nodes=self.max_schema_nodes)
+        except SchemaRefused as exc:
+            where = f"{param}{exc.where}"
+            setting = _SCHEMA_SETTINGS.get(exc.bound or "")
+            hint = f"; simplify it, or the operator raises {setting}" if setting else ""
+            raise RequestRefused(where, f"{where}: {exc}{hint}") from None
+        return size
+
+    def check_schema_total(self, size: int) -> None:
+        """Refuse a request whose JSON Schemas add up to more than ``max_request_schema_bytes``.
+
+        Raises:
+            RequestRefused: With ``param`` ``tools``.
+        """
+        if size > self.max_request_schema_bytes:
+            raise _over("tools", size, self.max_request_schema_bytes, "MAX_REQUEST_SCHEMA_BYTES",
+                        unit=" bytes of JSON Schema")  # fmt: skip
 
     def check_model_text(self, param: str, model: str, operator: Iterable[str]) -> None:
         """Refuse model text that is neither one of the operator's nor allowed.

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -99,11 +100,16 @@ def free_port() -> int:
 
 
 def start_server(
-    upstream: Upstream, *args: str, started: list[int] | None = None, **env: str
+    upstream: Upstream,
+    *args: str,
+    started: list[int] | None = None,
+    log: "Path | None" = None,
+    **env: str,
 ) -> Iterator[str]:
     """Run ``moa-graph serve`` (with `args`) on a free port; yield its ``/v1`` URL.
 
-    `started`, when given, receives the server's process id.
+    `started`, when given, receives the server's process id; `log`, when given, the server's
+    output (else it is discarded).
     """
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MOA_")}
@@ -112,9 +118,10 @@ def start_server(
         MOA_PROPOSERS="openai:p,openai:p", MOA_AGGREGATOR="openai:agg", MOA_RETRIES="0",
         MOA_SERVE_HEARTBEAT_S="0.3", **env,
     )  # fmt: skip
+    output = log.open("wb") if log is not None else subprocess.DEVNULL
     process = subprocess.Popen(
         [sys.executable, "-m", "moa_graph.cli", "serve", "--port", str(port), *args],
-        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=environment, stdout=output, stderr=subprocess.STDOUT,
     )  # fmt: skip
     if started is not None:
         started.append(process.pid)
@@ -125,12 +132,14 @@ def start_server(
             httpx.get(url + "/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=2)
             break
         except httpx.HTTPError:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert process.poll() is None, log.read_text() if log is not None else "exited"
             assert time.monotonic() < deadline
             time.sleep(0.2)
     yield url
     process.terminate()
     process.wait(timeout=10)
+    if log is not None:
+        output.close()  # type: ignore[union-attr]
 
 
 def child_commands(pid: int) -> list[str]:

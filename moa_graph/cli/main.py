@@ -5,6 +5,7 @@ Exit status: 0 on success, 2 for bad usage or settings, 1 when the run fails.
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -20,6 +21,9 @@ COMMANDS = {"ask": ask.run, "chat": ask.run, "batch": batch.run, "eval": eval.ru
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with `argv` (default: ``sys.argv[1:]``) and return the exit status."""
     args = parser().parse_args(argv)
+    # What the commands write holds prompts and answers (batch output, journals, caches, eval
+    # runs, the embedded server's log): readable by its owner only.
+    os.umask(0o077)
     logging.basicConfig(format="moa-graph: %(message)s", stream=sys.stderr)
     logging.getLogger("moa_graph").setLevel(logging.INFO)
     try:

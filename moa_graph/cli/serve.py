@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
             local_models,
             served_models,
         )
+        from moa_graph.serving.protocol import DeadlineProtocol
     except ImportError as exc:
         raise MoAConfigError(
             f"moa-graph serve needs FastAPI and uvicorn ({exc}): pip install 'moa-graph[serve]'"
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         if local:
             os.environ[BASE_URL_ENV] = local_base_url(local[0])
     uvicorn.run(
-        "moa_graph.serving.app:app", host=host, port=port, workers=workers, log_level="warning"
-    )
+        "moa_graph.serving.app:app", host=host, port=port, workers=workers, log_level="warning",
+        http=DeadlineProtocol,  # deadlines for a request's head and body, bounded connections
+    )  # fmt: skip
     return 0

@@ -39,6 +39,7 @@ from moa_graph.answer_stream import AnswerStream
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph
+from moa_graph.json_schema import SchemaTooCostly
 from moa_graph.layers import PanelStatus, panel_status
 from moa_graph.serving.catalog import (
     ASSISTANTS_FILE,
@@ -49,7 +50,13 @@ from moa_graph.serving.catalog import (
     report_oversized,
     served_models,
 )
-from moa_graph.serving.errors import APIError, check_key, install_handlers, run_failed
+from moa_graph.serving.errors import (
+    APIError,
+    RequestIds,
+    check_key,
+    install_handlers,
+    run_failed,
+)
 from moa_graph.serving.requests import AnswerForm, BodyLimit, ChatRequest, prepare
 from moa_graph.state import InputState
 from moa_graph.structured import AnswerDoesNotFit, answer_object
@@ -86,6 +93,7 @@ def create_app(
     limit = asyncio.Semaphore(int(os.environ.get("MOA_MAX_CONCURRENT_REQUESTS", "16")))
     app = FastAPI(title="moa-graph OpenAI-compatible API")
     app.add_middleware(BodyLimit, max_bytes=policy.max_body_bytes)
+    app.add_middleware(RequestIds)  # outermost: every answer carries its id
     router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
 
     @router.get("/models")
@@ -98,7 +106,9 @@ def create_app(
 
     @router.post("/chat/completions", response_model=None)
     async def chat_completions(body: ChatRequest) -> JSONResponse | StreamingResponse:
-        messages, context, form = prepare(body, find_model(catalog, body.model), policy, workers)
+        # Off the event loop: checking a request's schemas is CPU work.
+        served = find_model(catalog, body.model)
+        messages, context, form = await asyncio.to_thread(prepare, body, served, policy, workers)
         if limit.locked():
             raise APIError(
                 429,
@@ -119,7 +129,7 @@ def create_app(
                 raise APIError(400, str(exc), "invalid_request_error", param="moa") from exc
             except Exception as exc:
                 raise run_failed(exc) from exc
-        message, finish = _reply(out["messages"][-1], form)
+        message, finish = await asyncio.to_thread(_reply, out["messages"][-1], form)
         completion = ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             object="chat.completion",
@@ -203,7 +213,7 @@ async def _stream(
             else:
                 break
         try:
-            _, finish = _reply(final["messages"][-1], form)
+            _, finish = await asyncio.to_thread(_reply, final["messages"][-1], form)
         except APIError as error:
             yield f"data: {json.dumps(error.body())}\n\n"
             return
@@ -239,9 +249,12 @@ def _panel_header(panel: PanelStatus) -> str:
 def _reply(answer: BaseMessage, form: AnswerForm) -> tuple[ChatCompletionMessage, FinishReason]:
     """Return the answer as OpenAI's message, and its ``finish_reason``.
 
+    Runs in a worker thread: validating a JSON answer is CPU work, bounded by a deadline.
+
     Raises:
         APIError: 500 when a JSON answer (``response_format``) does not fit its schema: never
-            invalid JSON presented as an answer.
+            invalid JSON presented as an answer; 400 ``schema_too_costly`` when checking it
+            ran past its CPU deadline.
     """
     if form.schema is not None:
         try:
@@ -250,6 +263,11 @@ def _reply(answer: BaseMessage, form: AnswerForm) -> tuple[ChatCompletionMessage
             raise APIError(
                 500, f"the answer does not fit response_format: {exc}", "server_error",
                 code="invalid_structured_output",
+            ) from exc  # fmt: skip
+        except SchemaTooCostly as exc:
+            raise APIError(
+                400, f"{exc}: simplify response_format's schema", "invalid_request_error",
+                param="response_format", code="schema_too_costly",
             ) from exc  # fmt: skip
         return ChatCompletionMessage(role="assistant", content=json.dumps(value)), "stop"
     calls = getattr(answer, "tool_calls", [])[: None if form.parallel_tool_calls else 1]

@@ -1,15 +1,21 @@
-"""OpenAI-shaped errors of the API: the error JSON, status codes, the bearer key check."""
+"""OpenAI-shaped errors of the API: the error JSON, status codes, request ids, the key check."""
 
+import logging
 import os
+import uuid
+from contextvars import ContextVar
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moa_graph.errors import AggregatorError, ProposerQuorumError
 from moa_graph.serving.keys import ADMIN_KEY_ENV, API_KEY_ENV, is_key, presented_key
+
+log = logging.getLogger("moa_graph.serving")
 
 
 class APIError(Exception):
@@ -46,12 +52,58 @@ class APIError(Exception):
 
 
 def run_failed(error: BaseException) -> APIError:
-    """Return the 500 for a run that failed; only moa-graph's own messages are shown."""
-    # Only moa-graph's own messages are shown: others may carry internal details.
-    known = (ProposerQuorumError, AggregatorError)
-    detail = str(error).split("\nDuring task")[0] if isinstance(error, known) else ""
-    message = f"the MoA run failed: {type(error).__name__}" + (f": {detail}" if detail else "")
-    return APIError(500, message, "server_error")
+    """Return the 500 for a run that failed; the details go to the server's log only.
+
+    A failed run's error holds the providers' own texts (``Error code: 500 - ...``), which may
+    name internals: the client gets a stable ``code`` (``proposers_failed``,
+    ``aggregator_failed``, ``run_failed``) and the request id that finds the log line.
+    """
+    code = _RUN_CODES.get(type(error).__name__, "run_failed")
+    request = request_id()
+    log.error("%s %s: %s", request, code, error, exc_info=not isinstance(error, _KNOWN))
+    return APIError(
+        500,
+        f"the MoA run failed ({type(error).__name__}); the server's log has the details under "
+        f"request id {request}",
+        "server_error",
+        code=code,
+    )
+
+
+_KNOWN = (ProposerQuorumError, AggregatorError)
+_RUN_CODES = {"ProposerQuorumError": "proposers_failed", "AggregatorError": "aggregator_failed"}
+REQUEST_ID_HEADER = "x-request-id"
+_request_id: ContextVar[str] = ContextVar("moa_request_id", default="-")
+
+
+def request_id() -> str:
+    """Return the id of the request being answered (``-`` outside one)."""
+    return _request_id.get()
+
+
+class RequestIds:
+    """ASGI middleware: give each request an id, in the ``x-request-id`` header and the log."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer the request with its id in the response's headers."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = f"req_{uuid.uuid4().hex}"
+        # Not reset: each request runs in its own task, and Starlette's handler of unexpected
+        # errors (outside this middleware) logs the id too.
+        _request_id.set(request)
+        header = (REQUEST_ID_HEADER.encode(), request.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 async def check_key(request: Request) -> None:
@@ -103,4 +155,6 @@ async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
 
 
 async def _server_error(request: Request, error: Exception) -> JSONResponse:
-    return _error_response(APIError(500, "internal server error", "server_error"))
+    log.error("%s internal error", request_id(), exc_info=error)
+    message = f"internal server error; the server's log has it under request id {request_id()}"
+    return _error_response(APIError(500, message, "server_error", code="internal_error"))

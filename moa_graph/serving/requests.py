@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
+from moa_graph.json_schema import validator
 from moa_graph.serving.catalog import ServedModel
 from moa_graph.serving.errors import APIError
 from moa_graph.structured import AnswerSchema
@@ -158,14 +159,20 @@ def prepare(
 
 def _answer_form(body: ChatRequest, policy: RequestPolicy) -> AnswerForm:
     """Check ``tools``, ``tool_choice`` and ``response_format``; return the answer's form."""
+    schema_bytes = 0
     for i, tool in enumerate(body.tools or []):
         function = tool.get("function") if isinstance(tool, dict) else None
-        if tool.get("type") != "function" or not isinstance(function, dict):
+        if (
+            not isinstance(tool, dict)
+            or tool.get("type") != "function"
+            or not isinstance(function, dict)
+        ):
             raise _invalid(f"tools[{i}]", "must be {'type': 'function', 'function': {...}}")
         if not _TOOL_NAME.fullmatch(str(function.get("name", ""))):
             raise _invalid(f"tools[{i}].function.name", "must be 1-64 of A-Z a-z 0-9 _ -")
         if "parameters" in function:
-            _check_schema(policy, f"tools[{i}].function.parameters", function["parameters"])
+            param = f"tools[{i}].function.parameters"
+            schema_bytes += _check_schema(policy, param, function["parameters"], schema_bytes)
     if body.tool_choice is not None:
         names = {t["function"]["name"] for t in body.tools or []}
         choice = body.tool_choice
@@ -192,20 +199,23 @@ def _answer_form(body: ChatRequest, policy: RequestPolicy) -> AnswerForm:
     if not isinstance(spec, dict) or not _TOOL_NAME.fullmatch(str(spec.get("name", ""))):
         raise _invalid("response_format.json_schema.name", "give a name of 1-64 of A-Z a-z 0-9 _ -")
     schema = spec.get("schema", JSON_OBJECT)
-    _check_schema(policy, "response_format.json_schema.schema", schema)
+    _check_schema(policy, "response_format.json_schema.schema", schema, schema_bytes)
     return AnswerForm(schema=AnswerSchema(spec["name"], schema))
 
 
-def _check_schema(policy: RequestPolicy, param: str, schema: object) -> None:
+def _check_schema(policy: RequestPolicy, param: str, schema: object, before: int) -> int:
+    """Check one schema of the request (`before`: bytes of its schemas so far); its bytes."""
     try:
-        policy.check_schema(param, schema)
+        size = policy.check_schema(param, schema)
+        policy.check_schema_total(before + size)
     except RequestRefused as exc:
         raise _refused(exc) from None
     assert isinstance(schema, dict)
     try:
-        jsonschema.Draft202012Validator.check_schema(schema)
+        validator(schema)
     except jsonschema.SchemaError as exc:
         raise _invalid(param, f"is not a valid JSON Schema: {exc.message}") from None
+    return size
 
 
 def _invalid(param: str, message: str) -> APIError:
@@ -233,7 +243,10 @@ def _check_message(i: int, message: dict[str, Any]) -> None:
     if content is None and message.get("tool_calls"):
         return  # an assistant message that only calls tools
     parts = content if isinstance(content, list) else []
-    if not isinstance(content, str | list) or any(p.get("type") != "text" for p in parts):
+    if not isinstance(content, str | list) or any(
+        not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str)
+        for p in parts
+    ):
         raise APIError(
             400,
             f"messages[{i}].content must be text or text parts",

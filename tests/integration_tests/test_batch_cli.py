@@ -88,3 +88,6 @@ def test_embedded_model_batch_with_two_samples(tmp_path: Path) -> None:
     assert seeds[(0, 0)] != seeds[(0, 1)]  # each sample has its own seeds
     manifest = json.loads(Path(f"{output}.manifest.json").read_text())
     assert manifest["records"] == {"ok": 4, "error": 0}
+    written = [p for p in tmp_path.iterdir() if p != source]
+    assert len(written) >= 3  # output, manifest, journal, cache
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {"0o600"}  # prompts and answers

@@ -60,6 +60,7 @@ def test_exact_suite_through_the_cli(tmp_path: Path, embedded_url: str) -> None:
     assert "95% CI" in printed.stdout
     assert printed.stdout.strip() in (out / "summary.md").read_text()
     assert (out / "plot.png").stat().st_size > 10_000
+    assert {oct(p.stat().st_mode & 0o777) for p in out.rglob("*") if p.is_file()} == {"0o600"}
 
 
 def test_mt_bench_judged_by_the_embedded_model(tmp_path: Path, embedded_url: str) -> None:

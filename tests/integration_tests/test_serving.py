@@ -142,14 +142,25 @@ def test_unknown_model_is_404(url: str) -> None:
     assert caught.value.body["code"] == "model_not_found"
 
 
-def test_a_failed_run_is_500_and_runs_once(url: str, upstream: Upstream) -> None:
+def test_a_failed_run_is_500_runs_once_and_its_details_stay_in_the_log(
+    upstream: Upstream, tmp_path
+) -> None:
+    log = tmp_path / "serve.log"
+    server = start_server(upstream, log=log)
+    served = next(server)
     upstream.fail_proposers = True
     before = len(upstream.calls("p"))
-    with pytest.raises(openai.InternalServerError) as caught:
-        client(url).chat.completions.create(model="moa", messages=USER)
-    assert "ProposerQuorumError" in caught.value.body["message"]
-    assert "/" not in caught.value.body["message"].split(":")[0]
+    try:
+        with pytest.raises(openai.InternalServerError) as caught:
+            client(served).chat.completions.create(model="moa", messages=USER)
+    finally:
+        next(server, None)
+    body, request = caught.value.body, caught.value.response.headers["x-request-id"]
+    assert body["code"] == "proposers_failed" and request in body["message"]
+    assert "Error code" not in body["message"] and "400" not in body["message"]
     assert len(upstream.calls("p")) == before + 2  # one run of 2 proposers, no client retry
+    logged = [line for line in log.read_text().splitlines() if request in line]
+    assert logged and "Error code: 400" in logged[0]
 
 
 def test_a_failure_after_streaming_began_is_an_error_event(url: str, upstream: Upstream) -> None:

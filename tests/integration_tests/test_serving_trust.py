@@ -95,7 +95,12 @@ def json_schema(schema: dict) -> dict:
     }
 
 
-REGEX = {"type": "object", "properties": {"s": {"type": "string", "pattern": "(a+)+$"}}}
+BACKREFERENCE = {"type": "object", "properties": {"s": {"type": "string", "pattern": r"(a)\1"}}}
+CHAIN_18 = {
+    "type": "object", "properties": {"x": {"$ref": "#/$defs/d0"}},
+    "$defs": {f"d{k}": {"allOf": [{"$ref": f"#/$defs/d{k + 1}"}] * 2} for k in range(18)}
+    | {"d18": {"type": "string"}},
+}  # fmt: skip
 DEEP: dict = {"type": "string"}
 for _ in range(16):
     DEEP = {"type": "array", "items": DEEP}
@@ -114,12 +119,25 @@ for _ in range(16):
          "MOA_SERVE_MAX_SCHEMA_DEPTH"),
         (json_schema({"type": "object", "description": "x" * 70_000}), 400,
          "response_format.json_schema.schema", "MOA_SERVE_MAX_SCHEMA_BYTES"),
-        (json_schema(REGEX), 400, "response_format.json_schema.schema.properties.s.pattern",
-         "backtrack"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": REGEX}}]}, 400,
-         "tools[0].function.parameters.properties.s.pattern", "backtrack"),
+        (json_schema(BACKREFERENCE), 400,
+         "response_format.json_schema.schema.properties.s.pattern", "RE2"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": BACKREFERENCE}}]},
+         400, "tools[0].function.parameters.properties.s.pattern", "RE2"),
         (json_schema({"$ref": "http://169.254.169.254/latest"}), 400,
          "response_format.json_schema.schema.$ref", "only to itself"),
+        (json_schema({"$dynamicRef": "http://127.0.0.1:9/x"}), 400,
+         "response_format.json_schema.schema.$dynamicRef", "dynamic reference"),
+        (json_schema({"$ref": "#/x-data", "x-data": {"$ref": "file:///etc/hostname"}}), 400,
+         "response_format.json_schema.schema.x-data.$ref", "only to itself"),
+        (json_schema({"type": "object", "enum": [{"$ref": "http://127.0.0.1:9/x"}]}), 400,
+         "response_format.json_schema.schema.enum.0.$ref", "only to itself"),
+        (json_schema({"type": "object", "if": {"$ref": "#"}}), 400,
+         "response_format.json_schema.schema.if.$ref", "refers back to itself"),
+        (json_schema(CHAIN_18), 400, "response_format.json_schema.schema.properties.x",
+         "expands to more than 10000"),
+        ({"tools": [{"type": "function", "function": {"name": f"f{i}", "parameters": {
+            "type": "object", "description": "x" * 60_000}}} for i in range(5)]}, 400, "tools",
+         "MOA_SERVE_MAX_REQUEST_SCHEMA_BYTES"),
         ({"moa": {"retries": 100}}, 400, "moa.retries", "MOA_SERVE_ALLOW_FIELDS=retries"),
         ({"moa": {"rpm": {"openai": 1e9}}}, 400, "moa.rpm", "MOA_SERVE_ALLOW_FIELDS=rpm"),
         ({"moa": {"answer_pattern": "(a+)+$"}}, 400, "moa.answer_pattern",
@@ -175,5 +193,87 @@ def test_two_workers_answer_with_the_key_in_each(upstream: Upstream) -> None:
         assert all(a.choices[0].message.content == ANSWER for a in answers)
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=served, api_key="wrong", max_retries=0).models.list()
+        bare = httpx.get(f"{served}/models", headers={"Authorization": KEY}, timeout=10)
+        assert bare.status_code == 401  # the key without "Bearer " is not a key
     finally:
         next(server, None)
+
+
+def test_a_recursive_model_with_a_pattern_still_answers_as_json(url, upstream) -> None:
+    from pydantic import BaseModel, Field
+
+    class Node(BaseModel):
+        name: str
+        children: list["Node"] = []
+
+    class Tree(BaseModel):
+        title: str = Field(pattern=r"^[A-Za-z .]+$")  # refused before RE2 matched patterns
+        nodes: list[Node]
+
+    response = ask(url, **json_schema(Tree.model_json_schema()))
+    assert response.status_code == 200, response.text
+    tree = Tree.model_validate_json(response.json()["choices"][0]["message"]["content"])
+    assert tree.title == "Name a colour."
+
+
+WORST = {
+    "type": "object",
+    "properties": {f"k{i}": {"$ref": "#/$defs/d0"} for i in range(1500)},
+    "$defs": {f"d{k}": {"allOf": [{"$ref": f"#/$defs/d{k + 1}"}] * 2} for k in range(11)}
+    | {"d11": {"type": "string"}},
+}
+"""Accepted (8,189 schemas at one place, under 64 KiB), but 1,500 such places in one answer."""
+
+
+def test_the_costliest_accepted_schema_is_stopped_and_holds_nobody_up(url, upstream) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        costly = pool.submit(ask, url, **json_schema(WORST))
+        models = [
+            httpx.get(f"{url}/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+            for _ in range(3)
+        ]
+        response = costly.result()
+    assert all(m.status_code == 200 for m in models)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "schema_too_costly"
+
+
+def test_slow_clients_are_cut_off_and_honest_ones_answered(upstream) -> None:
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    server = start_server(upstream, MOA_SERVE_HEADER_TIMEOUT_S="1", MOA_SERVE_BODY_TIMEOUT_S="1",
+                          MOA_SERVE_MAX_CONNECTIONS="40")  # fmt: skip
+    served = next(server)
+    address = (urlparse(served).hostname, urlparse(served).port)
+    try:
+        slow_body = socket.create_connection(address)
+        slow_body.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        slow_heads = [socket.create_connection(address) for _ in range(60)]
+        for s in slow_heads:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # never finished
+        honest = [httpx.get(f"{served}/models", timeout=10).status_code for _ in range(5)]
+        assert set(honest) <= {200, 503}, honest  # never a reset (httpx would raise)
+        time.sleep(2.5)
+        answers = []
+        for s in [*slow_heads, slow_body]:
+            s.settimeout(5)
+            answers.append(s.recv(200).split(b"\r\n")[0])
+            s.close()
+        assert set(answers) <= {b"HTTP/1.1 408 Request Timeout",
+                                b"HTTP/1.1 503 Service Unavailable"}  # fmt: skip
+        assert answers[-1] == b"HTTP/1.1 408 Request Timeout"  # the body came too slowly
+        assert b"HTTP/1.1 408 Request Timeout" in answers[:60]
+        assert httpx.get(f"{served}/models", timeout=10).status_code == 200
+    finally:
+        next(server, None)
+
+
+def test_a_part_that_is_not_an_object_is_a_400_naming_it(url, upstream) -> None:
+    response = ask(url, messages=[{"role": "user", "content": ["just text"]}])
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "messages[0].content"

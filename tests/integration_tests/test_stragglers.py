@@ -80,3 +80,23 @@ async def test_first_k_holds_for_branches_that_start_after_the_others_finished(s
     assert [p["status"] for p in out["proposals"]] == ["ok", "ok", "cancelled"]
     assert models[2].calls == []  # it never started: the layer already had its answers
     assert open_gates() == 0
+
+
+def test_grace_timers_end_with_their_layer_and_park_no_thread() -> None:
+    import threading
+
+    models = scripted_proposers("a", "b", "c", delay_s=0.01)
+    graph = build_moa_graph(proposers=models, aggregator=ScriptedChatModel()).compile()
+    context = MoAContext(first_k=1, straggler_grace_s=300)
+
+    async def many() -> None:
+        await asyncio.gather(*(graph.ainvoke(QUESTION, context=context) for _ in range(75)))
+
+    graph.invoke(QUESTION, context=context)  # the process's one timer thread starts here
+    start = threading.active_count()
+    for _ in range(75):
+        out = graph.invoke(QUESTION, context=context)
+        assert [p["status"] for p in out["proposals"]] == ["ok", "ok", "ok"]
+    asyncio.run(many())
+    assert threading.active_count() == start
+    assert open_gates() == 0

@@ -114,6 +114,12 @@ def test_new_fields_are_validated(field: str, value: object, message: str) -> No
         MoAContext(**{field: value})
 
 
+def test_self_moa_samples_the_operators_proposer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOA_PROPOSERS", "openai:p,openai:q")
+    [sampled] = MoAContext.preset("self-moa").proposers
+    assert sampled == ModelSpec(model="openai:p", n=SELF_MOA_SAMPLES)
+
+
 def test_presets_set_the_shape_and_the_caller_names_the_models() -> None:
     assert MoAContext.preset("moa").rounds == 2
     assert MoAContext.preset("moa-lite", proposers=["openai:a", "openai:b"]).rounds == 1
