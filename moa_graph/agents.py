@@ -27,8 +27,8 @@ from pydantic import BaseModel, Field
 from moa_graph.chat_model import ChatMoA
 from moa_graph.context import MoAContext
 from moa_graph.graph import build_moa_graph
-from moa_graph.layers import layer_references
 from moa_graph.references import inject_references
+from moa_graph.run_summary import summarize
 from moa_graph.tool_turns import render_tool_turns
 
 Consult = Literal["every_call", "first_call"]
@@ -104,7 +104,7 @@ class MoAMiddleware(AgentMiddleware):
         return render_tool_turns([*system, *request.messages])
 
     def _with_references(self, request: ModelRequest, out: dict[str, Any]) -> ModelRequest:
-        references = layer_references(out["proposals"], self.panel.rounds)
+        references = summarize(out)["references"]
         system: list[BaseMessage] = [request.system_message] if request.system_message else []
         injected = inject_references(
             system,

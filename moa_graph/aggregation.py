@@ -1,27 +1,29 @@
-"""The aggregator's modes: synthesize, select, vote and sequential, free of I/O.
+"""The aggregator's modes: synthesize, select, vote, sequential and analyze, free of I/O.
 
 `aggregate` is a generator: it yields each model call it needs as an `AggregatorRequest` and
 receives the model's reply, so that one implementation serves the graph's sync and async nodes
-(see `moa_graph.nodes`). Sources:
+(see `moa_graph.answer_nodes`). When two answers are the same answer is
+`moa_graph.agreement`'s rule. Sources:
 
 - synthesize: Wang et al., arXiv 2406.04692, section 2.2 and Table 1.
-- select: Universal Self-Consistency, Chen et al., arXiv 2311.17311, section 3.
-- vote: "More Agents Is All You Need", Li et al., arXiv 2402.05120, section 3 (majority vote);
-  extraction and normalization follow DSPy's ``majority``.
+- select (the aggregator picks one proposal, its "selection"): Universal Self-Consistency,
+  Chen et al., arXiv 2311.17311, section 3.
+- vote: "More Agents Is All You Need", Li et al., arXiv 2402.05120, section 3 (majority vote).
 - sequential: Self-MoA-Seq, Li et al., arXiv 2502.00674, section 5.
+- analyze (the fusion judge): a typed analysis of the proposals, then the answer written from
+  it (`moa_graph.analysis`).
 """
 
 import json
 import random
 import re
-import string
-from collections import Counter
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
+from moa_graph.agreement import Candidate, ballots, most_common
 from moa_graph.analysis import (
     ANALYSIS_SCHEMA,
     ANALYSIS_TOOL,
@@ -29,26 +31,12 @@ from moa_graph.analysis import (
     ANSWER_FROM_ANALYSIS_PROMPT,
     criteria_text,
 )
+from moa_graph.errors import AnswerDoesNotFit
 from moa_graph.prompts import SELECT_MOST_CONSISTENT_PROMPT, SEQUENTIAL_BEST_SO_FAR
 from moa_graph.references import inject_references, reference_order
-from moa_graph.structured import AnswerDoesNotFit, answer_object, schema_tool
+from moa_graph.tool_turns import call_arguments, schema_tool
 
-_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
 _CHOICE = re.compile(r"response\s*#?\s*(\d+)", re.I)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A proposal the aggregator may use.
-
-    Its record ``index``, the text to show, and the tool calls it proposed (``name`` and
-    ``args`` each), if any.
-    """
-
-    index: int
-    text: str
-    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,9 +90,14 @@ class AggregationSettings:
     """The proposers were given the tools with a forced choice: a proposal without a tool call
     did not answer in the asked form, so ``vote`` does not count it and ``select`` does not keep
     it (structured output through ``select`` and ``vote``)."""
+    check_analysis: Callable[[Any], None] | None = None
+    """Raises `AnswerDoesNotFit` for a fusion judge's analysis that does not fit its schema; the
+    graph passes the JSON Schema check (`moa_graph.structured.check_fits`), which these pure
+    modes do not import. None: any object of the analysis tool is taken."""
 
 
-Steps = Generator[AggregatorRequest, AIMessage, Outcome]
+AggregatorSteps = Generator[AggregatorRequest, AIMessage, Outcome]
+"""The calls of one aggregation: each request yielded, each reply sent back."""
 
 
 def aggregate(
@@ -112,7 +105,7 @@ def aggregate(
     messages: Sequence[BaseMessage],
     candidates: Sequence[Candidate],
     rng: random.Random,
-) -> Steps:
+) -> AggregatorSteps:
     """Produce the final answer from `candidates` with the mode of `settings`.
 
     Yields:
@@ -129,18 +122,8 @@ def aggregate(
         raise ValueError("aggregate needs at least one candidate")
     if settings.mode == "select":
         return (yield from _select(settings, messages, candidates, rng))
-    if settings.mode == "vote" and (
-        settings.calls_expected or any(c.tool_calls for c in candidates)
-    ):
-        return (yield from _vote_calls(settings, messages, candidates, rng))
     if settings.mode == "vote":
-        winner = majority([c.text for c in candidates], settings.answer_pattern)
-        if winner is None:
-            outcome = yield from _synthesize(settings, messages, candidates, rng)
-            outcome.fallback = "vote: no proposal had an answer matching answer_pattern"
-            return outcome
-        chosen = candidates[winner]
-        return Outcome(candidate_reply(chosen), "vote", [chosen.index], chosen=chosen.index)
+        return (yield from _vote(settings, messages, candidates, rng))
     if settings.mode == "sequential":
         return (yield from _sequential(settings, messages, candidates, rng))
     if settings.mode == "analyze":
@@ -148,57 +131,30 @@ def aggregate(
     return (yield from _synthesize(settings, messages, candidates, rng))
 
 
-def _vote_calls(
+def _vote(
     settings: AggregationSettings,
     messages: Sequence[BaseMessage],
     candidates: Sequence[Candidate],
     rng: random.Random,
-) -> Steps:
-    """Return the vote over proposed tool calls (ensemble function calling).
+) -> AggregatorSteps:
+    """Return the majority's proposal; with no ballot to count, the aggregator synthesizes.
 
-    The most common proposal wins, a call being its name and its arguments with sorted keys (a
-    text answer counts as its normalized text, unless ``calls_expected``: then only calls
-    count); a draw goes to the earliest. The answer makes the winner's calls (or says its
-    text). With no call to count, the aggregator synthesizes.
+    Ballots compare tool calls by name and arguments, texts by their extracted answer
+    (`moa_graph.agreement`); with ``calls_expected`` only proposals that made a call vote. A
+    draw goes to the earliest. The answer repeats the winner's calls, or its text.
     """
-    ballots = [c for c in candidates if c.tool_calls or not settings.calls_expected]
-    if not ballots:
+    voters = [c for c in candidates if c.tool_calls or not settings.calls_expected]
+    winner = most_common(ballots(voters, settings.answer_pattern))
+    if winner is None:
         outcome = yield from _synthesize(settings, messages, candidates, rng)
-        outcome.fallback = "vote: no proposal made a tool call"
+        outcome.fallback = (
+            "vote: no proposal made a tool call"
+            if settings.calls_expected
+            else "vote: no proposal had an answer matching answer_pattern"
+        )
         return outcome
-    keys = [
-        json.dumps(list(c.tool_calls), sort_keys=True) if c.tool_calls else normalize_text(c.text)
-        for c in ballots
-    ]
-    counts = Counter(keys)
-    top = max(counts.values())
-    chosen = next(c for c, key in zip(ballots, keys, strict=True) if counts[key] == top)
+    chosen = voters[winner]
     return Outcome(candidate_reply(chosen), "vote", [chosen.index], chosen=chosen.index)
-
-
-def agreed_answer(
-    candidates: Sequence[Candidate], pattern: str | None, share: float
-) -> Candidate | None:
-    """Return the answer at least `share` of `candidates` agree on, or None (a cascade's gate).
-
-    Answers compare as a vote compares them: tool calls by name and arguments with sorted keys,
-    texts by their extracted answer (`majority`'s rule). A draw for the most common answer
-    goes to the earliest; answers without an extractable answer count against agreement.
-    """
-    if not candidates:
-        return None
-    answers = _answers([c.text for c in candidates], pattern)
-    keys = [
-        json.dumps(list(c.tool_calls), sort_keys=True) if c.tool_calls else answer
-        for c, answer in zip(candidates, answers, strict=True)
-    ]
-    counts = Counter(key for key in keys if key is not None)
-    if not counts or max(counts.values()) < share * len(candidates):
-        return None
-    top = max(counts.values())
-    return next(
-        c for c, key in zip(candidates, keys, strict=True) if key is not None and counts[key] == top
-    )
 
 
 def candidate_reply(candidate: Candidate) -> AIMessage:
@@ -217,7 +173,10 @@ def _synthesize(
     candidates: Sequence[Candidate],
     rng: random.Random,
     step: int = 0,
-) -> Steps:
+    *,
+    final: bool = True,
+) -> AggregatorSteps:
+    """Write an answer from `candidates` (the paper's synthesis); `final`: its tokens stream."""
     order = reference_order(len(candidates), shuffle=settings.shuffle, rng=rng)
     prompt = inject_references(
         messages,
@@ -225,7 +184,7 @@ def _synthesize(
         settings.prompt,
         reference_format=settings.reference_format,
     )
-    reply = yield AggregatorRequest(prompt, stream=True, step=step)
+    reply = yield AggregatorRequest(prompt, stream=final, step=step)
     return Outcome(reply, "synthesize", [c.index for c in candidates], replies=[reply])
 
 
@@ -234,7 +193,7 @@ def _select(
     messages: Sequence[BaseMessage],
     candidates: Sequence[Candidate],
     rng: random.Random,
-) -> Steps:
+) -> AggregatorSteps:
     order = reference_order(len(candidates), shuffle=settings.shuffle, rng=rng)
     prompt = inject_references(
         messages,
@@ -242,8 +201,8 @@ def _select(
         SELECT_MOST_CONSISTENT_PROMPT,
         reference_format=settings.reference_format,
     )
-    judge = yield AggregatorRequest(prompt, stream=False, step=0)
-    shown = parse_selection(judge.text, len(candidates))
+    selection = yield AggregatorRequest(prompt, stream=False, step=0)
+    shown = parse_selection(selection.text, len(candidates))
     chosen = None if shown is None else candidates[order[shown]]
     if chosen is None or (settings.calls_expected and not chosen.tool_calls):
         outcome = yield from _synthesize(settings, messages, candidates, rng, step=1)
@@ -252,16 +211,16 @@ def _select(
             if chosen is None
             else "select: the chosen proposal made no tool call"
         )
-        outcome.judge_text = judge.text
-        outcome.replies.insert(0, judge)
+        outcome.judge_text = selection.text
+        outcome.replies.insert(0, selection)
         return outcome
     return Outcome(
         candidate_reply(chosen),
         "select",
         [chosen.index],
         chosen=chosen.index,
-        judge_text=judge.text,
-        replies=[judge],
+        judge_text=selection.text,
+        replies=[selection],
     )
 
 
@@ -270,7 +229,7 @@ def _analyze(
     messages: Sequence[BaseMessage],
     candidates: Sequence[Candidate],
     rng: random.Random,
-) -> Steps:
+) -> AggregatorSteps:
     """The fusion judge: a typed analysis at temperature 0, then the answer written from it.
 
     An analysis that does not come back as a valid object falls back to synthesis (the record
@@ -291,7 +250,9 @@ def _analyze(
         max_tokens=settings.judge_max_tokens,
     )  # fmt: skip
     try:
-        analysis = answer_object(judged, ANALYSIS_TOOL, ANALYSIS_SCHEMA)
+        analysis = call_arguments(judged.tool_calls, ANALYSIS_TOOL, judged.text)
+        if settings.check_analysis is not None:
+            settings.check_analysis(analysis)
     except AnswerDoesNotFit as exc:
         outcome = yield from _synthesize(settings, messages, candidates, rng, step=1)
         outcome.fallback = f"analyze: the analysis did not parse ({str(exc)[:200]})"
@@ -315,10 +276,11 @@ def _sequential(
     messages: Sequence[BaseMessage],
     candidates: Sequence[Candidate],
     rng: random.Random,
-) -> Steps:
+) -> AggregatorSteps:
     windows = sequential_windows(len(candidates), settings.window_size)
     first = [candidates[i] for i in windows[0]]
-    outcome = yield from _synthesize(settings, messages, first, rng)
+    # Only the last window's reply is the answer: earlier ones must not stream.
+    outcome = yield from _synthesize(settings, messages, first, rng, final=len(windows) == 1)
     for step, window in enumerate(windows[1:], start=1):
         best = outcome.answer.text
         new = [candidates[i].text for i in window]
@@ -358,56 +320,3 @@ def parse_selection(text: str, count: int) -> int | None:
         return None
     number = int(raw)
     return number - 1 if 1 <= number <= count else None
-
-
-def extract_answer(text: str, pattern: str | None, *, numeric: bool) -> str | None:
-    """Return the answer a vote counts for `text`, normalized; None when it has none.
-
-    Args:
-        text: A proposal.
-        pattern: A regular expression whose first group is the answer (its last match counts),
-            or None for the default.
-        numeric: With no `pattern`: True takes the last number in the text (commas dropped,
-            ``5.0`` read as ``5``), False the whole text.
-    """
-    if pattern is not None:
-        matches = list(re.finditer(pattern, text))
-        if not matches or matches[-1].group(1) is None:
-            return None
-        return normalize_text(matches[-1].group(1)) or None
-    if numeric:
-        numbers = _NUMBER.findall(text)
-        return _normalize_number(numbers[-1]) if numbers else None
-    return normalize_text(text) or None
-
-
-def majority(texts: Sequence[str], pattern: str | None) -> int | None:
-    """Return the position of the vote's winner among `texts`, or None when none has an answer.
-
-    The winner is the first text whose extracted answer is the most common; a draw goes to the
-    earliest. With no `pattern`, answers are the last number when every text has one, else the
-    whole normalized text (lower-case, no punctuation, articles or extra spaces).
-    """
-    answers = _answers(texts, pattern)
-    counts = Counter(a for a in answers if a is not None)
-    if not counts:
-        return None
-    top = max(counts.values())
-    return next(i for i, a in enumerate(answers) if a is not None and counts[a] == top)
-
-
-def _answers(texts: Sequence[str], pattern: str | None) -> list[str | None]:
-    """Each text's extracted answer, as a vote compares them (see `majority`)."""
-    numeric = pattern is None and all(_NUMBER.search(t) for t in texts)
-    return [extract_answer(t, pattern, numeric=numeric) for t in texts]
-
-
-def normalize_text(text: str) -> str:
-    """Lower-case, drop punctuation and articles, and collapse spaces (as DSPy's majority)."""
-    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def _normalize_number(raw: str) -> str:
-    value = float(raw.replace(",", ""))
-    return str(int(value)) if value.is_integer() else repr(value)

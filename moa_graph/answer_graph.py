@@ -4,7 +4,8 @@ LangGraph's server lists every graph of langgraph.json as an MCP tool at ``/mcp`
 input schema is the graph's input schema, and its result is the ``repr`` of the graph's output.
 The MoA graph's output is the whole conversation and every record, so this graph wraps it: a
 ``question`` (and an optional ``context``) in, the ``answer`` text out, and the records
-(`moa_graph.chat_model.response_metadata` and the usage) only when ``include_records`` asks.
+(`moa_graph.chat_model.response_metadata` of the run's `moa_graph.run_summary.summarize`, and
+the usage) only when ``include_records`` asks.
 """
 
 from typing import Annotated, Any, NotRequired
@@ -17,7 +18,7 @@ from typing_extensions import TypedDict
 
 from moa_graph.chat_model import response_metadata
 from moa_graph.context import MoAContext
-from moa_graph.usage import run_usage
+from moa_graph.run_summary import summarize
 
 
 class Question(TypedDict):
@@ -61,9 +62,10 @@ def build_answer_graph(
             HumanMessage(state["question"]),
         ]
         out = await moa.ainvoke({"messages": messages}, context=runtime.context)
-        answer = Answer(answer=out["messages"][-1].text)
+        summary = summarize(out)
+        answer = Answer(answer=summary["answer"])
         if state.get("include_records"):
-            answer["records"] = {**response_metadata(out, "moa"), "usage": run_usage(out)}
+            answer["records"] = {**response_metadata(summary, "moa"), "usage": summary["usage"]}
         return answer
 
     builder = StateGraph(

@@ -1,14 +1,129 @@
-"""The answer's part of a graph's ``"messages"`` stream: the aggregator's text and tool calls.
+"""A run as it happens, through the core's one door: the answer's chunks, progress, the end.
 
-`moa_graph.ChatMoA` streams it as chat-model chunks and ``moa-graph serve`` as OpenAI deltas.
-Proposers' tokens are not the answer and are left out.
+`stream_answer` and `astream_answer` run the graph and yield the answer's chunks (text and
+tool-call fragments, from the answer nodes only, `moa_graph.graph.ANSWER_NODES`), optionally
+the layers and proposals as they finish, and last a `RunFinished` with the final state and its
+`moa_graph.run_summary.RunSummary`. `moa_graph.ChatMoA` streams the chunks as chat-model
+chunks, ``moa-graph serve`` as OpenAI deltas, ``moa-graph ask`` to the terminal; none of them
+names a node or a layer. Proposers' tokens are not the answer and are left out.
 """
 
 import json
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, cast
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StreamMode
+
+from moa_graph.context import MoAContext
+from moa_graph.graph import ANSWER_NODES
+from moa_graph.run_summary import RunSummary, summarize
+from moa_graph.state import Proposal
+
+
+@dataclass(frozen=True)
+class LayerStarted:
+    """A layer's proposers were sent (`moa_graph.state.FIRST_STAGE`: a cascade's first stage)."""
+
+    layer: int
+
+
+@dataclass(frozen=True)
+class ProposalDone:
+    """A proposer call finished: its record (answered, failed, timed out or cut off)."""
+
+    record: Proposal
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The run ended: its final state (the graph's output) and what it says."""
+
+    state: dict[str, Any]
+    summary: RunSummary
+
+
+Event = AIMessageChunk | LayerStarted | ProposalDone | RunFinished
+"""What `stream_answer` yields: the answer's chunks, progress (when asked), and the end."""
+
+
+def stream_answer(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    inputs: Any,
+    config: RunnableConfig | None = None,
+    *,
+    context: MoAContext | None,
+    progress: bool = False,
+) -> Iterator[Event]:
+    """Run `graph` on `inputs` and yield the answer's chunks, then `RunFinished` (sync form).
+
+    Args:
+        graph: A compiled `moa_graph.build_moa_graph` graph.
+        inputs: Its input (``{"messages": [...]}``).
+        config: The run's config (callbacks, tags, thread).
+        context: The run's settings.
+        progress: Also yield `LayerStarted` and `ProposalDone` as they happen.
+
+    Yields:
+        `AIMessageChunk` pieces of the answer (text and tool-call fragments, each call's name
+        and id in its first fragment only), progress events, and last one `RunFinished`.
+
+    Raises:
+        Exception: What the run raises (`moa_graph.MoAConfigError`, ...).
+    """
+    answer, modes = AnswerStream(), _modes(progress)
+    final: dict[str, Any] = {}
+    for mode, part in graph.stream(inputs, config, context=context, stream_mode=modes):
+        if mode == "values":
+            final = cast(dict[str, Any], part)
+        else:
+            yield from _events(answer, mode, part)
+    yield RunFinished(final, summarize(final))
+
+
+async def astream_answer(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    inputs: Any,
+    config: RunnableConfig | None = None,
+    *,
+    context: MoAContext | None,
+    progress: bool = False,
+) -> AsyncIterator[Event]:
+    """Run `graph` on `inputs` and yield the answer's chunks, then `RunFinished` (async form).
+
+    The same as `stream_answer`.
+    """
+    answer, modes = AnswerStream(), _modes(progress)
+    final: dict[str, Any] = {}
+    async for mode, part in graph.astream(inputs, config, context=context, stream_mode=modes):
+        if mode == "values":
+            final = cast(dict[str, Any], part)
+        else:
+            for event in _events(answer, mode, part):
+                yield event
+    yield RunFinished(final, summarize(final))
+
+
+def _modes(progress: bool) -> list[StreamMode]:
+    modes: list[StreamMode] = ["messages", "values"]
+    return [*modes, "tasks"] if progress else modes
+
+
+def _events(answer: "AnswerStream", mode: str, part: Any) -> Iterator[Event]:
+    if mode == "messages":
+        if (chunk := answer.chunk(part)) is not None:
+            yield chunk
+    elif "result" in part and part.get("result"):  # a task that finished
+        result = dict(part["result"])
+        if part["name"] == "layer":
+            yield LayerStarted(result["layer"])
+        elif part["name"] == "proposer":
+            for record in result.get("proposals", []):
+                yield ProposalDone(record)
 
 
 class AnswerStream:
@@ -23,18 +138,19 @@ class AnswerStream:
         self._started: set[int] = set()
 
     def chunk(self, part: tuple[BaseMessage, dict[str, Any]]) -> AIMessageChunk | None:
-        """Return the aggregator's streamed text or tool-call fragment as a chunk of the answer.
+        """Return an answer node's streamed text or tool-call fragment as a chunk of the answer.
 
         Args:
             part: One ``(message, metadata)`` of ``stream_mode="messages"``.
 
         Returns:
             A chunk with the text and the ``tool_call_chunks`` (``index``, ``id``, ``name``,
-            ``args`` fragment); a reply that was not streamed (a vote's) comes whole, its calls
-            as one fragment each. None for other nodes' messages and for empty chunks.
+            ``args`` fragment); a reply that was not streamed (a vote's, a cascade's) comes
+            whole, its calls as one fragment each. None for other nodes' messages and for
+            empty chunks.
         """
         message, metadata = part
-        if metadata.get("langgraph_node") != "aggregator":
+        if metadata.get("langgraph_node") not in ANSWER_NODES:
             return None
         if isinstance(message, AIMessageChunk):
             fragments = message.tool_call_chunks

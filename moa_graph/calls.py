@@ -17,20 +17,22 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from langchain_core.runnables.config import get_async_callback_manager_for_config
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
-from typing_extensions import TypedDict
 
 from moa_graph.limits import Admission, is_retryable, release, retry_wait
-from moa_graph.state import Proposal, ProposalStatus, Usage
+from moa_graph.state import Proposal, ProposalStatus, ProposerTask, Usage
 from moa_graph.stragglers import LayerGate
 from moa_graph.tool_turns import describe_calls
 from moa_graph.usage import usage_of
+
+if TYPE_CHECKING:
+    from moa_graph.call_plan import CallSlot
 
 CUT_OFF = "CancelledError: cut off by first_k: the layer had enough answers"
 
@@ -55,29 +57,10 @@ class CallPolicy:
     retries: int = 0
     admission: Admission | None = None
 
-
-class ProposerTask(TypedDict):
-    """What one `Send` hands to the proposer node.
-
-    Attributes:
-        layer: 1-based layer.
-        index: 0-based position of the call in its layer.
-        spec_index: 0-based position of the call's spec (or model instance) in the layer's list.
-        sample: 0-based sample of that spec.
-        seed: Seed to send, or None to send none.
-        model: Label for the record and the trace.
-        messages: The prompt (references included after layer 1), before the spec's role.
-        gate: Key of the layer's `LayerGate` when ``first_k`` is set, else None.
-    """
-
-    layer: int
-    index: int
-    spec_index: int
-    sample: int
-    seed: int | None
-    model: str
-    messages: list[BaseMessage]
-    gate: str | None
+    @classmethod
+    def of(cls, slot: "CallSlot", retries: int) -> "CallPolicy":
+        """Return the policy of a call of `slot` (its timeout and admission) with `retries`."""
+        return cls(timeout_s=slot.timeout_s, retries=retries, admission=slot.admission)
 
 
 async def call_model(

@@ -20,6 +20,7 @@ from langchain_core.callbacks import (
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool
@@ -27,13 +28,11 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
-from moa_graph.answer_stream import AnswerStream
-from moa_graph.context import PROPOSAL_MODES, MoAContext
+from moa_graph.answer_stream import RunFinished, astream_answer, stream_answer
+from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError, StructuredOutputError
 from moa_graph.graph import build_moa_graph
-from moa_graph.layers import panel_status
-from moa_graph.state import Proposal
-from moa_graph.usage import run_usage
+from moa_graph.run_summary import RunSummary, summarize
 
 
 class ChatMoA(BaseChatModel):
@@ -123,7 +122,7 @@ class ChatMoA(BaseChatModel):
     ) -> ChatResult:
         config = _child_config(run_manager)
         out = self._graph.invoke({"messages": messages}, config, context=self._settings(**kwargs))
-        return _result(out, self.model_name)
+        return _result(out["messages"][-1], summarize(out), self.model_name)
 
     async def _agenerate(
         self,
@@ -136,7 +135,7 @@ class ChatMoA(BaseChatModel):
         out = await self._graph.ainvoke(
             {"messages": messages}, config, context=self._settings(**kwargs)
         )
-        return _result(out, self.model_name)
+        return _result(out["messages"][-1], summarize(out), self.model_name)
 
     def _stream(
         self,
@@ -145,22 +144,17 @@ class ChatMoA(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        final: dict[str, Any] = {}
-        answer = AnswerStream()
-        for mode, part in self._graph.stream(
-            {"messages": messages}, _child_config(run_manager), context=self._settings(**kwargs),
-            stream_mode=["messages", "values"],
+        for event in stream_answer(
+            self._graph, {"messages": messages}, _child_config(run_manager),
+            context=self._settings(**kwargs),
         ):  # fmt: skip
-            if mode == "values":
-                final = cast(dict[str, Any], part)
-            elif (
-                token := answer.chunk(cast(tuple[BaseMessage, dict[str, Any]], part))
-            ) is not None:
-                chunk = ChatGenerationChunk(message=token)
+            if isinstance(event, AIMessageChunk):
+                chunk = ChatGenerationChunk(message=event)
                 if run_manager:
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
-        yield _last_chunk(final, self.model_name)
+            elif isinstance(event, RunFinished):
+                yield _last_chunk(event.summary, self.model_name)
 
     async def _astream(
         self,
@@ -169,22 +163,17 @@ class ChatMoA(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        final: dict[str, Any] = {}
-        answer = AnswerStream()
-        async for mode, part in self._graph.astream(
-            {"messages": messages}, _child_config(run_manager), context=self._settings(**kwargs),
-            stream_mode=["messages", "values"],
+        async for event in astream_answer(
+            self._graph, {"messages": messages}, _child_config(run_manager),
+            context=self._settings(**kwargs),
         ):  # fmt: skip
-            if mode == "values":
-                final = cast(dict[str, Any], part)
-            elif (
-                token := answer.chunk(cast(tuple[BaseMessage, dict[str, Any]], part))
-            ) is not None:
-                chunk = ChatGenerationChunk(message=token)
+            if isinstance(event, AIMessageChunk):
+                chunk = ChatGenerationChunk(message=event)
                 if run_manager:
                     await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
-        yield _last_chunk(final, self.model_name)
+            elif isinstance(event, RunFinished):
+                yield _last_chunk(event.summary, self.model_name)
 
     def bind_tools(
         self,
@@ -202,19 +191,16 @@ class ChatMoA(BaseChatModel):
         Args:
             tools: LangChain tools, functions, Pydantic models or OpenAI tool dicts.
             tool_choice: ``"auto"``, ``"none"``, ``"required"`` / ``"any"``, a tool's name, or
-                an OpenAI tool-choice dict; passed to the aggregator. ``"required"`` or
-                ``"any"`` with one tool becomes that tool's name, which every provider forces
-                (`with_structured_output` relies on it).
+                an OpenAI tool-choice dict; passed to the aggregator. The run's context gets
+                the tools through `moa_graph.MoAContext.with_tools` (``"required"`` with one
+                tool becomes its name; in ``vote`` and ``select`` the proposers get the tools
+                too).
             **kwargs: Bound too (e.g. ``ls_structured_output_format``), and ignored by the run.
 
         Returns:
             This model with the tools bound; `with_structured_output` uses it.
         """
         formatted = [convert_to_openai_tool(tool) for tool in tools]
-        if tool_choice in ("any", "required") and len(formatted) == 1:
-            # The one tool by name: the same choice, and the form every provider forces
-            # (llama-cpp-python ignores "required"; docs/notes.md, "Tools").
-            tool_choice = formatted[0]["function"]["name"]
         return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
 
     def with_structured_output(
@@ -251,13 +237,10 @@ class ChatMoA(BaseChatModel):
         """
         kwargs.pop("method", None)
         kwargs.pop("strict", None)
-        model = self
-        settings = self._settings()
-        if settings.aggregator_mode in PROPOSAL_MODES:
-            panel = dataclasses.replace(settings, proposer_tools=True)
-            model = self.model_copy(update={"context": panel})  # the same compiled graph
+        # The schema arrives as a forced tool through bind_tools: `_settings` gives it to the
+        # run as every face does (`MoAContext.with_tools`).
         raw_and_parsed = BaseChatModel.with_structured_output(
-            model, schema, include_raw=True, **kwargs
+            self, schema, include_raw=True, **kwargs
         )
         if include_raw:
             return raw_and_parsed
@@ -267,12 +250,7 @@ class ChatMoA(BaseChatModel):
         """The run's settings, with the tools bound by `bind_tools` (if any)."""
         settings = self.context if self.context is not None else MoAContext()
         if kwargs.get("tools"):
-            choice = kwargs.get("tool_choice")
-            settings = dataclasses.replace(
-                settings,
-                tools=kwargs["tools"],
-                tool_choice="required" if choice == "any" else choice,
-            )
+            return settings.with_tools(kwargs["tools"], kwargs.get("tool_choice"))
         return settings
 
 
@@ -308,59 +286,46 @@ def _child_config(
     return RunnableConfig(callbacks=manager)
 
 
-def _result(out: dict[str, Any], model_name: str) -> ChatResult:
-    answer = out["messages"][-1]
+def _result(answer: BaseMessage, summary: RunSummary, model_name: str) -> ChatResult:
     message = AIMessage(
         content=answer.content,
         id=answer.id,
         tool_calls=getattr(answer, "tool_calls", []),
-        usage_metadata=_usage(out),
-        response_metadata=response_metadata(out, model_name),
+        usage_metadata=cast(UsageMetadata, dict(summary["usage"])),
+        response_metadata=response_metadata(summary, model_name),
     )
     return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-def _last_chunk(out: dict[str, Any], model_name: str) -> ChatGenerationChunk:
+def _last_chunk(summary: RunSummary, model_name: str) -> ChatGenerationChunk:
     chunk = AIMessageChunk(
         content="",
-        usage_metadata=_usage(out),
-        response_metadata=response_metadata(out, model_name),
+        usage_metadata=cast(UsageMetadata, dict(summary["usage"])),
+        response_metadata=response_metadata(summary, model_name),
         chunk_position="last",
     )
     return ChatGenerationChunk(message=chunk)
 
 
-def _usage(out: dict[str, Any]) -> Any:
-    usage = run_usage(out) or {"input_tokens": 0, "output_tokens": 0}
-    return {**usage, "total_tokens": usage["input_tokens"] + usage["output_tokens"]}
-
-
-def response_metadata(out: dict[str, Any], model_name: str) -> dict[str, Any]:
-    """Return what a `ChatMoA` reply says about its run: the aggregation and each proposal.
+def response_metadata(summary: RunSummary, model_name: str) -> dict[str, Any]:
+    """Return what a `ChatMoA` reply says about its run (`moa_graph.run_summary.summarize`).
 
     Args:
-        out: The graph's output state (``proposals``, ``aggregation``).
+        summary: The run's summary.
         model_name: The model's name.
 
     Returns:
-        ``model_name``, ``aggregation``, ``proposals`` (model, layer, status, tokens, latency),
-        ``proposals_asked`` and ``proposals_answered`` of the last layer, and ``degraded``.
+        ``model_name``, ``aggregation``, ``proposals`` (model, layer, status, tokens, latency in
+        seconds), ``proposals_asked`` and ``proposals_answered`` of the layer the answer was
+        made from, ``degraded``, ``calls`` and ``calls_without_usage``.
     """
-    proposals: list[Proposal] = out.get("proposals", [])
     return {
         "model_name": model_name,
-        "aggregation": out.get("aggregation"),
-        "proposals": [
-            {
-                "model": p["model"],
-                "layer": p["layer"],
-                "status": p["status"],
-                "tokens": None
-                if p["usage"] is None
-                else p["usage"]["input_tokens"] + p["usage"]["output_tokens"],
-                "latency_s": p["latency_s"],
-            }
-            for p in proposals
-        ],
-        **panel_status(proposals),
+        "aggregation": summary["aggregation"],
+        "proposals": summary["proposals"],
+        "proposals_asked": summary["proposals_asked"],
+        "proposals_answered": summary["proposals_answered"],
+        "degraded": summary["degraded"],
+        "calls": summary["calls"],
+        "calls_without_usage": summary["calls_without_usage"],
     }

@@ -1,5 +1,7 @@
 """Per-run settings of the MoA graph: the `context_schema` Studio shows as assistant settings."""
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self, get_args
 
@@ -8,6 +10,7 @@ from moa_graph.errors import MoAConfigError
 from moa_graph.presets import preset_settings
 from moa_graph.prompts import AGGREGATE_AND_SYNTHESIZE_PROMPT
 from moa_graph.spec import ModelSpec, to_model_spec
+from moa_graph.state import FIRST_STAGE
 from moa_graph.validation import (
     DEFAULT_LOCAL_MODEL,
     check_choice,
@@ -327,12 +330,58 @@ class MoAContext:
         """
         return cls(**preset_settings(name, overrides))
 
+    def with_tools(
+        self,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: str | dict[str, Any] | None = None,
+        *,
+        answer_tool: dict[str, Any] | None = None,
+    ) -> Self:
+        """Return these settings answering with tool calls: the one way a run gets tools.
+
+        ChatMoA's ``bind_tools`` and ``with_structured_output``, ``/v1``'s ``tools`` and
+        ``response_format``, ``moa-graph batch --schema`` and the evaluation's tool suites all
+        come here, so the same tools make the same system everywhere.
+
+        Where the answer is one proposal (``vote`` and ``select``, `PROPOSAL_MODES`) the
+        proposers get the tools too: each proposal must be able to be the call (ensemble
+        function calling; what the tool-call figures measure). In the other modes the
+        aggregator acts and the proposers answer in text, seeing earlier tool turns as text.
+        ``proposer_tools=True`` gives the proposers the tools in every mode.
+
+        Args:
+            tools: OpenAI function tools (``{"type": "function", "function": {...}}``).
+            tool_choice: ``"auto"``, ``"none"``, ``"required"`` (``"any"`` is the same), a
+                tool's name or an OpenAI tool-choice dict. ``"required"`` with one tool becomes
+                that tool's name, which every provider forces (llama-cpp-python ignores
+                ``"required"``).
+            answer_tool: A schema as a tool (`moa_graph.tool_turns.schema_tool`) whose
+                arguments are the answer's object: alone it is forced by name.
+
+        Raises:
+            MoAConfigError: A tool or the choice is malformed.
+        """
+        offered = [*tools, *([answer_tool] if answer_tool is not None else [])]
+        if answer_tool is not None and not tools:
+            tool_choice = answer_tool["function"]["name"]
+        if tool_choice == "any":
+            tool_choice = "required"
+        if tool_choice == "required" and len(offered) == 1:
+            tool_choice = offered[0]["function"]["name"]
+        return dataclasses.replace(
+            self,
+            tools=offered or None,
+            tool_choice=tool_choice if offered else None,
+            proposer_tools=self.proposer_tools or self.aggregator_mode in PROPOSAL_MODES,
+        )
+
     def proposer_specs(self, layer: int) -> list[ModelSpec]:
         """Return the proposer specs of a 1-based `layer`, as `ModelSpec` objects.
 
-        Layer 0 is the cascade's first stage (empty without ``cascade``).
+        `moa_graph.state.FIRST_STAGE` (0) is the cascade's first stage (empty without
+        ``cascade``).
         """
-        if layer == 0:
+        if layer == FIRST_STAGE:
             return [to_model_spec("cascade", spec) for spec in self.cascade or []]
         given = self.layer_proposers[layer - 1] if self.layer_proposers else self.proposers
         return [to_model_spec("proposers", spec) for spec in given]

@@ -63,6 +63,10 @@ class AggregatorError(RuntimeError):
         super().__init__(f"aggregator {model}: {reason}")
 
 
+class AnswerDoesNotFit(ValueError):
+    """An answer made no call of its schema's tool, or its object does not fit the schema."""
+
+
 class LocalModelError(RuntimeError):
     """The embedded model server could not be started; the message ends with its last log lines."""
 

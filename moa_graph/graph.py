@@ -3,9 +3,13 @@
     START -> layer -(Send per proposer call)-> proposer -> collect_references
     collect_references -("next round")-> layer
     collect_references -("aggregate")-> aggregator -> END
+    collect_references -("cascade answers")-> cascade_answer -> END
 
-The nodes are in `moa_graph.nodes`; the algorithm behind them in `moa_graph.layers` and the
-modules it names.
+With ``MoAContext.cascade`` the first pass of the loop is the cascade's first stage: when
+enough of its answers agree, ``cascade_answer`` answers with them; otherwise the run goes on
+to layer 1 ("next round"). The proposer side's nodes are in `moa_graph.nodes`, the answer
+nodes (`ANSWER_NODES`) in `moa_graph.answer_nodes`; the algorithm behind them in
+`moa_graph.layers` and the modules it names.
 """
 
 import hashlib
@@ -19,15 +23,19 @@ from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.graph import START, StateGraph
 from langgraph.types import CachePolicy
 
-from moa_graph.calls import ProposerTask
+from moa_graph.answer_nodes import AnswerNodes
+from moa_graph.call_plan import ModelSource
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
-from moa_graph.models import ModelSource
 from moa_graph.nodes import MoANodes
-from moa_graph.state import InputState, MoAState, OutputState
+from moa_graph.state import InputState, MoAState, OutputState, ProposerTask
 from moa_graph.trust import RequestPolicy
 
 Proposers = Sequence[BaseChatModel] | Sequence[Sequence[BaseChatModel]]
+
+ANSWER_NODES = frozenset({"aggregator", "cascade_answer"})
+"""The nodes that write a run's answer (the last message): the faces read a run's answer from
+these and nothing else (`moa_graph.answer_stream`, `moa_graph.run_summary`)."""
 
 
 def build_moa_graph(
@@ -73,25 +81,24 @@ def build_moa_graph(
             reads it from ``MOA_SERVE_*``.
 
     Returns:
-        A `StateGraph` with nodes ``layer``, ``proposer``, ``collect_references`` and
-        ``aggregator`` and ``MoAContext`` as its context schema.
+        A `StateGraph` with nodes ``layer``, ``proposer``, ``collect_references``,
+        ``aggregator`` and ``cascade_answer`` (`ANSWER_NODES` write the answer) and
+        ``MoAContext`` as its context schema.
 
     Raises:
         MoAConfigError: `proposers` or `aggregator` is not a chat model, or a list is empty.
             Settings errors of the context are raised when the run starts, before any call.
     """
-    nodes = MoANodes(
-        ModelSource(_check_instances(proposers, aggregator), aggregator),
-        guard=context_guard,
-        uncached_failures=proposer_cache is not None,
-    )
+    models = ModelSource(_check_instances(proposers, aggregator), aggregator)
+    nodes = MoANodes(models, guard=context_guard, uncached_failures=proposer_cache is not None)
+    answers = AnswerNodes(models, guard=context_guard)
     builder = StateGraph(
         MoAState, context_schema=MoAContext, input_schema=InputState, output_schema=OutputState
     )
-    builder.add_node("layer", _Step(nodes.layer, nodes.alayer, name="layer"))
+    builder.add_node("layer", _Node(nodes.layer, nodes.alayer, name="layer"))
     builder.add_node(
         "proposer",
-        _Step(nodes.proposer, nodes.aproposer, name="proposer"),
+        _Node(nodes.proposer, nodes.aproposer, name="proposer"),
         cache_policy=proposer_cache,
         # With the cache on, a failed call raises (LangGraph caches no node that raised) and
         # this handler writes its record: the cache keeps only answers.
@@ -99,8 +106,10 @@ def build_moa_graph(
         error_handler=cast(Any, nodes.failed_proposer) if proposer_cache is not None else None,
     )
     builder.add_node("collect_references", _inline(nodes.collect_references))
-    builder.add_node("aggregator", _Step(nodes.aggregator, nodes.aaggregator, name="aggregator"))
-    builder.add_node("cascade_answer", _inline(nodes.cascade_answer))
+    builder.add_node(
+        "aggregator", _Node(answers.aggregator, answers.aaggregator, name="aggregator")
+    )
+    builder.add_node("cascade_answer", _inline(answers.cascade_answer))
     builder.add_edge(START, "layer")
     builder.add_conditional_edges("layer", _inline(nodes.send_to_proposers), ["proposer"])
     builder.add_edge("proposer", "collect_references")
@@ -133,16 +142,16 @@ def proposer_cache_key(task: ProposerTask) -> str:
     return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
-def _inline(func: Callable[[Any], Any]) -> "_Step":
+def _inline(func: Callable[[Any], Any]) -> "_Node":
     """Wrap a pure node or router so that ``ainvoke`` runs it on the event loop.
 
     A plain sync function would be sent to a worker thread on every call under ``ainvoke``
     (docs/notes.md, "Batch": the fan-out router's thread hop limited throughput).
     """
-    return _Step(func, name=func.__name__)
+    return _Node(func, name=func.__name__)
 
 
-class _Step(Runnable[Any, Any]):
+class _Node(Runnable[Any, Any]):
     """A node or router with a sync and an async form, run as LangGraph runs a plain function.
 
     LangGraph traces each node itself; `RunnableLambda` would add a run of its own inside it

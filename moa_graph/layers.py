@@ -4,22 +4,22 @@ Follows Wang et al., "Mixture-of-Agents Enhances Large Language Model Capabiliti
 (arXiv 2406.04692, section 2.2) and its reference implementation, togethercomputer/MoA
 ``utils.py``: a later-layer proposer or the aggregator gets the conversation with the previous
 layer's successful answers as references. Unlike that implementation, failed calls never reach
-a prompt: they are records with an error. The graph's nodes (`moa_graph.nodes`) call these
-functions; the prompt layout is in `moa_graph.references`, the aggregator's modes in
-`moa_graph.aggregation`.
+a prompt: they are records with an error. The graph's nodes (`moa_graph.nodes`,
+`moa_graph.answer_nodes`) call these functions; the prompt layout is in
+`moa_graph.references`, the aggregator's modes in `moa_graph.aggregation`, reading a finished
+run in `moa_graph.run_summary`.
 """
 
 import hashlib
 import json
+import random
 import secrets
 from collections.abc import Iterable, Sequence
 
-from typing_extensions import TypedDict
-
-from moa_graph.aggregation import Candidate
+from moa_graph.agreement import Candidate, agreed_answer
 from moa_graph.errors import ProposerQuorumError
 from moa_graph.spec import ModelSpec
-from moa_graph.state import Proposal, Review
+from moa_graph.state import FIRST_STAGE, Proposal, Review
 
 _FAILED = ("failed", "timeout")
 """Statuses of calls that did not answer; ``cancelled`` (cut off by ``first_k``) is not one."""
@@ -48,36 +48,6 @@ def call_seed(seed: int | None, layer: int, spec: int, sample: int) -> int:
     return int.from_bytes(digest[:8], "big") % SEED_RANGE
 
 
-class PanelStatus(TypedDict):
-    """How many of the last layer's proposals were asked for and answered.
-
-    Attributes:
-        proposals_asked: Proposer calls of the last layer.
-        proposals_answered: Those that answered (``status == "ok"``).
-        degraded: True when a proposer of the last layer failed or timed out, so the answer
-            was made from fewer proposals than asked for (calls cut off by ``first_k`` are
-            not failures).
-    """
-
-    proposals_asked: int
-    proposals_answered: int
-    degraded: bool
-
-
-def panel_status(proposals: Sequence[Proposal]) -> PanelStatus:
-    """Return how many of the last layer's proposals were asked for and answered."""
-    last = max((p["layer"] for p in proposals), default=0)
-    in_last = [p for p in proposals if p["layer"] == last]
-    answered = sum(p["status"] == "ok" for p in in_last)
-    failed = any(p["status"] in _FAILED for p in in_last)
-    return PanelStatus(proposals_asked=len(in_last), proposals_answered=answered, degraded=failed)
-
-
-def made_calls(proposals: Iterable[Proposal]) -> list[Proposal]:
-    """Return the records of calls this run made: all but first-stage answers reused in layer 1."""
-    return [p for p in proposals if "reused_from" not in p]
-
-
 def reused_first_stage(
     proposals: Sequence[Proposal], first_stage: Sequence[ModelSpec], layer: Sequence[ModelSpec]
 ) -> list[Proposal]:
@@ -90,8 +60,8 @@ def reused_first_stage(
     matching spec first; the layer asks the rest. Failed first-stage calls are not reused.
 
     Args:
-        proposals: This turn's records (the first stage is layer 0).
-        first_stage: ``MoAContext.proposer_specs(0)``.
+        proposals: This turn's records (the first stage is layer `FIRST_STAGE`).
+        first_stage: ``MoAContext.proposer_specs(FIRST_STAGE)``.
         layer: ``MoAContext.proposer_specs(1)``.
 
     Returns:
@@ -101,7 +71,7 @@ def reused_first_stage(
     """
     unused: dict[tuple[object, ...], list[Proposal]] = {}
     for p in proposals:
-        if p["layer"] == 0 and p["status"] == "ok":
+        if p["layer"] == FIRST_STAGE and p["status"] == "ok":
             unused.setdefault(_call_shape(first_stage[_spec_of(p, first_stage)]), []).append(p)
     reused: list[Proposal] = []
     index = 0
@@ -142,8 +112,26 @@ def _spec_of(proposal: Proposal, specs: Sequence[ModelSpec]) -> int:
     raise ValueError(f"proposal index {proposal['index']} is past the specs' {start} calls")
 
 
+def reference_rng(seed: int | None, layer: int) -> random.Random:
+    """Return the source of a layer's reference order: fixed by ``MoAContext.seed``, else random."""
+    return random.Random(None if seed is None else call_seed(seed, layer, -1, 0))
+
+
+def first_stage_agreement(
+    proposals: Sequence[Proposal], pattern: str | None, share: float
+) -> Candidate | None:
+    """Return the answer enough of a cascade's first stage agree on, or None to escalate.
+
+    Args:
+        proposals: This turn's records.
+        pattern: ``MoAContext.answer_pattern`` (see `moa_graph.agreement`).
+        share: ``MoAContext.cascade_agreement``.
+    """
+    return agreed_answer(aggregator_candidates(proposals, FIRST_STAGE, None), pattern, share)
+
+
 def layer_references(proposals: Sequence[Proposal], layer: int) -> list[str]:
-    """Return the answers of the successful proposers of a 1-based `layer`, in order."""
+    """Return the answers of the successful proposers of `layer`, in order."""
     return [p["content"] for p in proposals if p["layer"] == layer and p["content"] is not None]
 
 
@@ -212,8 +200,8 @@ def mark_selected(
 
     A proposal of an earlier layer is selected when it answered (it was a reference of the
     next layer); one of `last_layer` when its ``index`` is in `used` (the aggregation used it).
-    A cascade's first stage (layer 0) is never a reference: after an escalation it is not
-    selected.
+    A cascade's first stage (`FIRST_STAGE`) is never a reference: after an escalation it is
+    not selected.
     """
     used = set(used)
     return [
@@ -221,7 +209,7 @@ def mark_selected(
             **{
                 **p,
                 "selected": p["status"] == "ok"
-                and (p["index"] in used if p["layer"] == last_layer else p["layer"] > 0),
+                and (p["index"] in used if p["layer"] == last_layer else p["layer"] > FIRST_STAGE),
             }
         )
         for p in proposals

@@ -21,7 +21,7 @@ MoA graphs (graphs/moa_agent.py) counts its calls once.
 import dataclasses
 import sys
 import threading
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from langgraph.runtime import Runtime, get_runtime
 
@@ -77,7 +77,15 @@ _ledgers: dict[int, _Ledger] = {}
 _ledgers_lock = threading.Lock()
 
 
-def run_context(guard: RequestPolicy | None, schema: type[Context] = MoAContext) -> Context:  # type: ignore[assignment]
+@overload
+def run_context(guard: RequestPolicy | None) -> MoAContext: ...
+
+
+@overload
+def run_context(guard: RequestPolicy | None, schema: type[Context]) -> Context: ...
+
+
+def run_context(guard: RequestPolicy | None, schema: type[Any] = MoAContext) -> Any:
     """Return the current run's settings; with a guard, admitted by it once per run.
 
     Every node of a graph gets its context here, so a node started by LangGraph's API in any way
@@ -98,7 +106,7 @@ def run_context(guard: RequestPolicy | None, schema: type[Context] = MoAContext)
             (`moa_graph.trust.RequestPolicy.check_context`).
         RuntimeError: Called outside a LangGraph run.
     """
-    runtime: Runtime[Context] | None = get_runtime(schema)
+    runtime: Runtime[Any] | None = get_runtime(schema)
     if runtime is None:  # `update_state` runs a node's routers outside a run, on no context
         return schema()
     given = runtime.context
@@ -108,13 +116,13 @@ def run_context(guard: RequestPolicy | None, schema: type[Context] = MoAContext)
     with ledger.lock:
         admitted = ledger.admitted.get(id(given))
     if admitted is not None:
-        return admitted[1]  # type: ignore[return-value]
+        return admitted[1]
     operator = schema()
     ctx = given if given is not None else operator
     bounded = guard.check_context(ctx, operator)
     with ledger.lock:
         ledger.admit(given, ctx, bounded, "MOA_SERVE_MAX_CALLS")
-    return bounded  # type: ignore[return-value]
+    return bounded
 
 
 def adopt_context(ctx: MoAContext) -> None:

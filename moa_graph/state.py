@@ -22,6 +22,11 @@ def add_message_copies(left: Messages, right: Messages) -> Any:
     return add_messages(left, copies)
 
 
+FIRST_STAGE = 0
+"""The layer number of a cascade's first stage (``MoAContext.cascade``): cheap proposer calls
+asked before layer 1. Layers of the MoA proper count from 1."""
+
+
 class Usage(TypedDict):
     """Token counts of one model call, as the provider reported them."""
 
@@ -36,7 +41,8 @@ class Proposal(TypedDict):
     """One proposer call of the current turn.
 
     Attributes:
-        layer: 1-based MoA layer the call belongs to.
+        layer: The MoA layer the call belongs to: 1 to ``rounds``, or `FIRST_STAGE` (0) for a
+            cascade's first stage.
         index: 0-based position of the call within its layer (a spec with ``n`` samples takes
             ``n`` positions).
         model: The spec's label (default its model text, e.g. ``"local:smollm2"``) or, for a
@@ -55,7 +61,7 @@ class Proposal(TypedDict):
         tool_calls: Only when the proposer was given the tools (``proposer_tools``) and called
             some: each call's ``name`` and ``args``; ``content`` then describes them.
         reused_from: Only in layer 1 after a cascade escalated: the ``index`` of the
-            first-stage (layer 0) proposal whose answer this record repeats instead of a new
+            first-stage (`FIRST_STAGE`) proposal whose answer this record repeats instead of a new
             call. Its tokens and latency are counted once, on that proposal: here ``usage``
             is None and ``latency_s`` 0.
     """
@@ -79,15 +85,17 @@ class Aggregation(TypedDict):
     """How the final answer of a turn was produced.
 
     Attributes:
-        mode: The mode that produced the answer: ``"synthesize"``, ``"select"``, ``"vote"`` or
-            ``"sequential"``; ``"synthesize"`` when select or vote fell back to it;
-            ``"cascade"`` when a cascade's first stage agreed (no layer or aggregator ran).
+        mode: The mode that produced the answer: ``"synthesize"``, ``"select"``, ``"vote"``,
+            ``"sequential"`` or ``"analyze"`` (the fusion judge); ``"synthesize"`` when select,
+            vote or analyze fell back to it; ``"cascade"`` when a cascade's first stage agreed
+            (no layer or aggregator ran).
         requested_mode: ``MoAContext.aggregator_mode``.
         model: The aggregator's label, or None when no model was called (vote).
         chosen: For select, vote and cascade, the ``index`` of the last layer's proposal whose
-            text is the answer (for cascade, of layer 0, the first stage); else None.
+            text is the answer (for cascade, of the first stage); else None.
         fallback: Why the requested mode fell back to synthesis, or None.
-        judge_text: For select, the aggregator's raw reply; else None.
+        judge_text: For select, the aggregator's reply that names its selection (the field
+            keeps its old name: it is select's reply, not the fusion judge's); else None.
         calls: Aggregator calls made (0 for vote, 2 for a select that fell back, one per
             window for sequential).
         seeds: The seed sent with each aggregator call (None where none was sent).
@@ -108,6 +116,30 @@ class Aggregation(TypedDict):
     usage: Usage | None
     reviewed: bool
     analysis: dict[str, Any] | None
+
+
+class ProposerTask(TypedDict):
+    """What one `Send` hands to the proposer node.
+
+    Attributes:
+        layer: The layer (`FIRST_STAGE` for a cascade's first stage, else 1 to ``rounds``).
+        index: 0-based position of the call in its layer.
+        spec_index: 0-based position of the call's spec (or model instance) in the layer's list.
+        sample: 0-based sample of that spec.
+        seed: Seed to send, or None to send none.
+        model: Label for the record and the trace.
+        messages: The prompt (references included after layer 1), before the spec's role.
+        gate: Key of the layer's straggler gate when ``first_k`` is set, else None.
+    """
+
+    layer: int
+    index: int
+    spec_index: int
+    sample: int
+    seed: int | None
+    model: str
+    messages: list[BaseMessage]
+    gate: str | None
 
 
 class Review(TypedDict):
@@ -146,7 +178,8 @@ class MoAState(OutputState, total=False):
     """The full state: `OutputState` plus the per-turn bookkeeping of the layer loop."""
 
     layer: int
-    """The layer being run (1-based); reset to 1 at the start of every turn."""
+    """The layer being run: `FIRST_STAGE` (0) for a cascade's first stage, else 1 to
+    ``rounds``; set afresh at the start of every turn."""
 
     turn: str
     """Id of the last message when the turn began: a different id means a new turn."""

@@ -10,12 +10,11 @@ grammar). The answer's call is then validated against the schema (JSON Schema 20
 ``moa-graph batch --schema`` and the ``tool-calls`` evaluation suite use it.
 """
 
-import dataclasses
 import importlib
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,16 +23,10 @@ import jsonschema
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, ValidationError
 
-from moa_graph.context import PROPOSAL_MODES, MoAContext
-from moa_graph.errors import MoAConfigError
+from moa_graph.context import MoAContext
+from moa_graph.errors import AnswerDoesNotFit, MoAConfigError
 from moa_graph.json_schema import first_error, validator
-
-ANSWER_TOOL = "answer"
-"""The name of a schema's tool when the caller gives none."""
-
-
-class AnswerDoesNotFit(ValueError):
-    """The answer made no call of the schema's tool, or its object does not fit the schema."""
+from moa_graph.tool_turns import ANSWER_TOOL, call_arguments, schema_tool
 
 
 @dataclass(frozen=True)
@@ -77,8 +70,8 @@ class AnswerSchema:
         return schema_tool(self.json_schema, self.name)
 
     def context_for(self, context: MoAContext) -> MoAContext:
-        """Return `context` answering with this schema's object (`answering_with_calls`)."""
-        return answering_with_calls(context, [self.tool()], self.name)
+        """Return `context` answering with this schema's object (`MoAContext.with_tools`)."""
+        return context.with_tools(answer_tool=self.tool())
 
     def parse(self, value: Any) -> Any:
         """Return `value` validated: the model's JSON form, or `value` itself.
@@ -129,42 +122,6 @@ def load_answer_schema(reference: str) -> AnswerSchema:
     return AnswerSchema.of(schema)
 
 
-def schema_tool(
-    schema: Mapping[str, Any], name: str = ANSWER_TOOL, description: str | None = None
-) -> dict[str, Any]:
-    """Return `schema` as one OpenAI function tool, whose arguments are the answer.
-
-    Args:
-        schema: A JSON Schema of an object (``{"type": "object", ...}``).
-        name: The tool's name (OpenAI's ``json_schema.name``; ``[A-Za-z0-9_-]``, 64 at most).
-        description: What the answer is; default: the schema's own ``description``.
-    """
-    text = description or schema.get("description") or "Give the answer as this object."
-    return {
-        "type": "function",
-        "function": {"name": name, "description": text, "parameters": dict(schema)},
-    }
-
-
-def answering_with_calls(
-    context: MoAContext, tools: list[dict[str, Any]], tool_choice: str | dict[str, Any] | None
-) -> MoAContext:
-    """Return `context` answering with calls of `tools`.
-
-    The aggregator gets them, and so do the proposers where the answer is a proposal
-    (``vote`` and ``select``, `moa_graph.context.PROPOSAL_MODES`).
-
-    Raises:
-        MoAConfigError: `tools` or `tool_choice` malformed (`MoAContext` validation).
-    """
-    return dataclasses.replace(
-        context,
-        tools=tools,
-        tool_choice=tool_choice,
-        proposer_tools=context.proposer_tools or context.aggregator_mode in PROPOSAL_MODES,
-    )
-
-
 def answer_object(answer: BaseMessage, tool: str, schema: Mapping[str, Any]) -> Any:
     """Return the object the answer's call of `tool` holds, validated against `schema`.
 
@@ -180,21 +137,6 @@ def answer_object(answer: BaseMessage, tool: str, schema: Mapping[str, Any]) -> 
     value = call_arguments(getattr(answer, "tool_calls", []), tool, answer.text)
     check_fits(value, schema)
     return value
-
-
-def call_arguments(calls: Sequence[Mapping[str, Any]], tool: str, text: str) -> Any:
-    """Return the arguments of the first of `calls` (``name``, ``args``) named `tool`.
-
-    Raises:
-        AnswerDoesNotFit: No such call; the message quotes the answer's `text`, if any.
-    """
-    for call in calls:
-        if call["name"] == tool:
-            return call["args"]
-    said = text.strip()[:200]
-    raise AnswerDoesNotFit(
-        f"the answer made no call of {tool!r}" + (f"; it said: {said!r}" if said else "")
-    )
 
 
 def check_fits(value: Any, schema: Mapping[str, Any]) -> None:

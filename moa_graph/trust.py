@@ -42,6 +42,7 @@ from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.json_schema import SchemaRefused, check_document
 from moa_graph.spec import ModelSpec, to_model_spec
+from moa_graph.state import FIRST_STAGE
 
 SAFE_FIELDS = frozenset(
     {
@@ -280,7 +281,7 @@ class RequestPolicy:
                     ctx.aggregator_mode,
                     ctx.window_size,
                     sizes,
-                    first_stage=sum(s.n for s in ctx.proposer_specs(0)),
+                    first_stage=sum(s.n for s in ctx.proposer_specs(FIRST_STAGE)),
                 ),
                 setting="MOA_SERVE_MAX_CALLS",
             )

@@ -6,6 +6,7 @@ from typing import Any
 from moa_graph.batch.rows import Row
 from moa_graph.budget import most_calls
 from moa_graph.context import MoAContext
+from moa_graph.state import FIRST_STAGE
 
 
 def estimate(
@@ -22,7 +23,7 @@ def estimate(
         ``input_tokens_at_most``, ``output_tokens_at_most`` and ``cost_usd_at_most``.
     """
     sizes = [sum(s.n for s in context.proposer_specs(k)) for k in range(1, context.rounds + 1)]
-    first_stage = sum(s.n for s in context.proposer_specs(0))
+    first_stage = sum(s.n for s in context.proposer_specs(FIRST_STAGE))
     per_run = most_calls(context.aggregator_mode, context.window_size, sizes,
                          first_stage=first_stage)  # fmt: skip
     count = prompt_chars = 0

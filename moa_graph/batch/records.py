@@ -16,11 +16,13 @@ from typing_extensions import TypedDict
 
 from moa_graph.batch.rows import Row
 from moa_graph.context import MoAContext
-from moa_graph.errors import AggregatorError, MoAConfigError, ProposerQuorumError
+from moa_graph.errors import AggregatorError, AnswerDoesNotFit, MoAConfigError, ProposerQuorumError
 from moa_graph.layers import SEED_RANGE
+from moa_graph.run_summary import summarize
 from moa_graph.state import Aggregation, Proposal, Usage
-from moa_graph.structured import AnswerDoesNotFit, AnswerSchema, call_arguments
-from moa_graph.usage import Prices, cost_of, total_usage, usage_by_model
+from moa_graph.structured import AnswerSchema
+from moa_graph.tool_turns import call_arguments
+from moa_graph.usage import Prices, cost_of, total_usage
 
 
 class BatchError(TypedDict):
@@ -116,20 +118,19 @@ async def run_pair(
                 cached += bool(update.get("__metadata__", {}).get("cached"))
     except Exception as exc:
         return error_record(row, sample, key, exc, _since(start))
-    proposals, aggregation = out.get("proposals", []), out.get("aggregation")
-    by_model = usage_by_model(proposals, aggregation)
-    answer = out["messages"][-1]
-    calls = [{"name": c["name"], "args": c["args"]} for c in getattr(answer, "tool_calls", [])]
+    summary = summarize(out)
+    by_model = summary["usage_by_model"]
+    calls = [{"name": c["name"], "args": c["args"]} for c in summary["tool_calls"]]
     return cast(
         BatchRecord,
         {
             **_record_base(row, sample, key),
-            "answer": answer.text,
+            "answer": summary["answer"],
             **({"tool_calls": calls} if calls else {}),
             "status": "ok",
             "error": None,
-            "proposals": proposals,
-            "aggregation": aggregation,
+            "proposals": out["proposals"],
+            "aggregation": summary["aggregation"],
             "usage": total_usage(by_model.values()),
             "usage_by_model": by_model,
             "cost_usd": cost_of(by_model, prices),

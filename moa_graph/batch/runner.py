@@ -26,7 +26,7 @@ from moa_graph.batch.store import RecordStore
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph, proposer_cache_policy
-from moa_graph.layers import panel_status
+from moa_graph.run_summary import panel_status
 from moa_graph.state import Usage
 from moa_graph.structured import AnswerSchema
 from moa_graph.sync import run_sync

@@ -1,6 +1,7 @@
 """``moa-graph ask`` and ``moa-graph chat``: one answer, or a conversation, streamed.
 
-The aggregator's tokens go to stdout; the layers' progress and the token totals to stderr.
+The answer goes to stdout as it is written; the layers' progress, how the answer was made and
+the token totals go to stderr (`moa_graph.answer_stream`, `moa_graph.run_summary`).
 """
 
 import argparse
@@ -9,21 +10,21 @@ import json
 import sys
 import time
 import uuid
-from typing import Any, cast
+from typing import Any
 
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import AIMessageChunk, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
+from moa_graph.answer_stream import LayerStarted, ProposalDone, RunFinished, astream_answer
 from moa_graph.cli.options import context_from
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.graph import build_moa_graph
-from moa_graph.layers import made_calls, panel_status
-from moa_graph.state import InputState, Proposal
+from moa_graph.run_summary import RunSummary, summarize
+from moa_graph.state import FIRST_STAGE, InputState, Proposal
 from moa_graph.sync import run_sync
-from moa_graph.usage import run_usage
 
 
 def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -58,7 +59,9 @@ async def _ask(prompt: str, context: MoAContext, args: argparse.Namespace) -> No
     inputs: InputState = {"messages": [HumanMessage(prompt)]}
     if args.json:
         result = await graph.ainvoke(inputs, context=context)
-        print(json.dumps(_summary(result), indent=2, ensure_ascii=False))
+        summary = summarize(result)
+        print(json.dumps({**summary, "proposals": result["proposals"]}, indent=2,
+                         ensure_ascii=False))  # fmt: skip
         return
     await _stream_turn(graph, inputs, context, RunnableConfig(), args.show_proposals)
 
@@ -85,26 +88,29 @@ async def _stream_turn(
     config: RunnableConfig,
     show_proposals: bool,
 ) -> None:
-    """Stream the aggregator's tokens to stdout and the layers' progress to stderr."""
+    """Stream the answer to stdout and the layers' progress and what the run did to stderr."""
     start = time.perf_counter()
-    final: dict[str, Any] = {}
-    async for part in graph.astream(
-        inputs, config, context=context, stream_mode=["messages", "tasks", "values"]
-    ):
-        mode, chunk = cast(tuple[str, Any], part)
-        if mode == "messages":
-            message, metadata = chunk
-            if metadata.get("langgraph_node") == "aggregator":
-                print(message.text, end="", flush=True)
-        elif mode == "tasks":
-            _report_task(chunk, context, show_proposals)
-        else:
-            final = chunk
+    async for event in astream_answer(graph, inputs, config, context=context, progress=True):
+        if isinstance(event, AIMessageChunk):
+            print(event.text, end="", flush=True)
+        elif isinstance(event, LayerStarted):
+            where = "first stage" if event.layer == FIRST_STAGE else f"layer {event.layer}"
+            _progress(
+                f"{where}/{context.rounds}: proposers running"
+                if event.layer != FIRST_STAGE
+                else "cascade first stage: proposers running"
+            )
+        elif isinstance(event, ProposalDone):
+            _progress(_describe(event.record))
+            if show_proposals and event.record["content"]:
+                print(event.record["content"].strip() + "\n", file=sys.stderr)
+        elif isinstance(event, RunFinished):
+            summary = event.summary
     print(flush=True)
-    summary = _summary(final)
+    _progress(_made_by(summary))
     usage, unreported = summary["usage"], summary["calls_without_usage"]
     _progress(
-        f"answered in {time.perf_counter() - start:.1f} s, {len(final['proposals'])} proposals, "
+        f"answered in {time.perf_counter() - start:.1f} s, {summary['calls']} model calls, "
         f"{usage['input_tokens']} tokens in, {usage['output_tokens']} out"
         + (f" ({unreported} calls reported no usage)" if unreported else "")
     )
@@ -115,44 +121,31 @@ async def _stream_turn(
         )
 
 
-def _report_task(event: dict[str, Any], context: MoAContext, show_proposals: bool) -> None:
-    name, started = event["name"], "input" in event
-    if name == "layer" and not started and event.get("result"):
-        layer = dict(event["result"])["layer"]
-        _progress(f"layer {layer}/{context.rounds}: proposers running")
-    elif name == "proposer" and not started and event.get("result"):
-        for record in dict(event["result"])["proposals"]:
-            _progress(_describe(record))
-            if show_proposals and record["content"]:
-                print(record["content"].strip() + "\n", file=sys.stderr)
-    elif name == "aggregator" and started:
-        _progress(f"aggregator {context.aggregator_spec().name}: {context.aggregator_mode}")
+def _made_by(summary: RunSummary) -> str:
+    """One line on how the answer was made: the aggregator's calls, a vote, a cascade."""
+    aggregation = summary["aggregation"]
+    mode = aggregation["mode"]
+    if mode == "cascade":
+        return (f"the cascade's first stage answered: {summary['proposals_answered']} answers "
+                "agreed, no layer or aggregator ran")  # fmt: skip
+    if aggregation["calls"] == 0:
+        return (
+            f"{mode}: proposal {(aggregation['chosen'] or 0) + 1} is the answer, no aggregator call"
+        )
+    fallback = f" ({aggregation['fallback']})" if aggregation["fallback"] else ""
+    calls = aggregation["calls"]
+    return f"aggregator {aggregation['model']}: {mode}, {calls} call{'s' * (calls > 1)}{fallback}"
 
 
 def _describe(p: Proposal) -> str:
-    where = f"  layer {p['layer']} proposer {p['index'] + 1} {p['model']}"
+    layer = "first stage" if p["layer"] == FIRST_STAGE else f"layer {p['layer']}"
+    where = f"  {layer} proposer {p['index'] + 1} {p['model']}"
     if p["status"] == "cancelled":
         return f"{where}: cancelled after {p['latency_s']:.1f} s (first_k)"
     if p["error"]:
         return f"{where}: {p['status']} after {p['latency_s']:.1f} s: {p['error']}"
     tokens = f", {p['usage']['output_tokens']} tokens" if p["usage"] else ""
     return f"{where}: done in {p['latency_s']:.1f} s{tokens}"
-
-
-def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    aggregation = result["aggregation"]
-    proposals = result["proposals"]
-    usage = run_usage(result)
-    return {
-        "answer": result["messages"][-1].text,
-        "proposals": proposals,
-        "aggregation": aggregation,
-        "usage": usage or {"input_tokens": 0, "output_tokens": 0},
-        # e.g. the embedded server reports no usage for a streamed answer
-        "calls_without_usage": sum(p["usage"] is None for p in made_calls(proposals))
-        + (aggregation["calls"] if aggregation["usage"] is None else 0),
-        **panel_status(proposals),
-    }
 
 
 def _progress(text: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from moa_graph.cli.options import add_call_arguments, settings_from
 from moa_graph.errors import MoAConfigError
 from moa_graph.eval.artifacts import export_alpaca_eval, write_artifacts
+from moa_graph.eval.markdown import render
 from moa_graph.eval.panel import achoose_panel, describe
 from moa_graph.eval.runner import arun_eval
 from moa_graph.eval.suites import Suite, load_suite
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             replays=args.replay, replay_from=args.replay_from, rubrics=args.rubrics,
         )
     )  # fmt: skip
-    print(report.to_markdown())
+    print(render(report))
     if args.out is not None:
         paths = write_artifacts(report, args.out, plot=not args.no_plot)
         if args.alpaca_export:

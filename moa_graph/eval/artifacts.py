@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from moa_graph.errors import MoAConfigError
+from moa_graph.eval.markdown import render
 from moa_graph.eval.report import EvalReport
 from moa_graph.eval.systems import file_slug
 
@@ -48,7 +49,7 @@ def write_artifacts(report: EvalReport, out: str | Path, *, plot: bool = True) -
     with paths[1].open("w", encoding="utf-8") as f:
         for record in report.records:
             f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-    paths[2].write_text(report.to_markdown(), encoding="utf-8")
+    paths[2].write_text(render(report), encoding="utf-8")
     drawings = [(write_plot, "plot.png")]
     if report.skills is not None:
         drawings.append((write_skill_plot, "skills.png"))

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from moa_graph.aggregation import majority
+from moa_graph.agreement import majority
 from moa_graph.errors import MoAConfigError
+from moa_graph.eval.markdown import render
 from moa_graph.eval.records import ItemRecord
 from moa_graph.eval.report import EvalReport
 from moa_graph.eval.runner import arun_eval
@@ -242,7 +243,7 @@ def choose_panel(suite: str | Suite, candidates: Sequence[str], **options: Any) 
 
         choice = choose_panel("additions", ["local:smollm2", "local:smollm2 temperature=1.0",
                                             "local:smollm2 temperature=0.5"], k=2, n=40)
-        print(choice.chosen, choice.held_out.to_markdown())
+        print(choice.chosen, render(choice.held_out))
     """
     return run_sync(achoose_panel(suite, candidates, **options))
 
@@ -261,5 +262,5 @@ def describe(choice: PanelChoice) -> str:
         + ".",
     ]
     if choice.held_out is not None:
-        lines += ["", choice.held_out.to_markdown()]
+        lines += ["", render(choice.held_out)]
     return "\n".join(lines)

@@ -11,8 +11,8 @@ from typing_extensions import TypedDict
 
 from moa_graph.batch.records import BatchError, BatchRecord
 from moa_graph.eval.suites import Item
-from moa_graph.layers import made_calls
-from moa_graph.state import Usage
+from moa_graph.run_summary import made_calls
+from moa_graph.state import FIRST_STAGE, Usage
 from moa_graph.usage import sum_costs, total_usage
 
 
@@ -150,6 +150,6 @@ def _calls(record: BatchRecord) -> int:
 
 def _escalated(turns: list[BatchRecord]) -> bool | None:
     """Whether a cascade escalated on some turn; None when the runs had no cascade."""
-    if not any(p["layer"] == 0 for t in turns for p in t["proposals"]):
+    if not any(p["layer"] == FIRST_STAGE for t in turns for p in t["proposals"]):
         return None
     return any(t["aggregation"] is None or t["aggregation"]["mode"] != "cascade" for t in turns)

@@ -3,7 +3,7 @@
 A run that drew k samples per item (a vote of k: one proposer spec with ``n=k``, one layer)
 holds what a vote of any j <= k would have read, its first j samples, and what a cascade would
 have asked: a first stage of its first j samples that answers alone when at least a share of
-them agree (`moa_graph.aggregation.agreed_answer`, the graph's gate), and otherwise escalates
+them agree (`moa_graph.agreement.agreed_answer`, the graph's gate), and otherwise escalates
 to the vote of all k, reusing those j (as ``MoAContext.cascade`` does when the first stage and
 the proposers have the same shape, `moa_graph.layers.reused_first_stage`). So one expensive run
 prices every cheaper vote and cascade on the same samples, paired item by item.
@@ -17,7 +17,7 @@ arXiv 2305.05176, section 3) for the cascade.
 from dataclasses import dataclass
 from typing import Literal
 
-from moa_graph.aggregation import Candidate, agreed_answer, majority
+from moa_graph.agreement import Candidate, agreed_answer, majority
 from moa_graph.batch.records import BatchRecord
 from moa_graph.errors import MoAConfigError
 from moa_graph.eval.records import ItemRecord, TurnRecord

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from moa_graph.eval.markdown import render
 from moa_graph.eval.records import ItemRecord
 from moa_graph.eval.skill_report import SkillReport
 from moa_graph.eval.stats import (
@@ -202,10 +201,6 @@ class EvalReport:
             "notes": self.notes,
             "skills": asdict(self.skills) if self.skills else None,
         }  # fmt: skip
-
-    def to_markdown(self) -> str:
-        """Return the summary as Markdown (`moa_graph.eval.markdown.render`): what is printed."""
-        return render(self)
 
 
 def build_report(

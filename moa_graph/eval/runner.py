@@ -18,6 +18,7 @@ from moa_graph.batch.records import BatchRecord
 from moa_graph.batch.rows import Row
 from moa_graph.batch.runner import BatchRunner, settings_of
 from moa_graph.batch.store import RecordStore
+from moa_graph.call_plan import ModelSource
 from moa_graph.errors import MoAConfigError
 from moa_graph.eval.flask import PROMPT_VERSION, SYSTEM_PROMPT, read_rubrics
 from moa_graph.eval.judge import Judge
@@ -28,8 +29,6 @@ from moa_graph.eval.report import EvalReport, Metric, build_report
 from moa_graph.eval.skill_report import skill_report
 from moa_graph.eval.suites import Item, Suite, distinct, load_suite
 from moa_graph.eval.systems import System, file_slug, parse_systems
-from moa_graph.models import ModelSource
-from moa_graph.structured import answering_with_calls
 from moa_graph.sync import run_sync
 from moa_graph.usage import Prices, total_usage
 from moa_graph.versions import versions
@@ -99,9 +98,7 @@ async def arun_eval(
     chosen, best_single = parse_systems(list(systems), {**(settings or {}), "seed": seed})
     if loaded.tools:
         chosen = [
-            dataclasses.replace(
-                s, context=answering_with_calls(s.context, loaded.tools, loaded.tool_choice)
-            )
+            dataclasses.replace(s, context=s.context.with_tools(loaded.tools, loaded.tool_choice))
             for s in chosen
         ]
     if rubrics is not None:
@@ -200,7 +197,7 @@ def run_eval(suite: str | Suite, systems: Sequence[str], **options: Any) -> Eval
     Example::
 
         report = run_eval("arithmetic", ["single:local:smollm2", "self-moa", "vote"], n=40)
-        print(report.to_markdown())
+        print(render(report))
     """
     return run_sync(arun_eval(suite, systems, **options))
 
@@ -241,7 +238,7 @@ def _check_models(system: System) -> None:
         MoAConfigError: As `moa_graph.models.load_chat_model`, naming the system.
     """
     try:
-        ModelSource(proposers=None, aggregator=None).check(system.context)
+        ModelSource(proposers=None, aggregator=None).create_all(system.context)
     except MoAConfigError as exc:
         raise MoAConfigError(f"system {system.name!r}: {exc}") from None
 

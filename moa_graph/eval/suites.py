@@ -31,14 +31,13 @@ Suite names (`load_suite`):
 import dataclasses
 import json
 import random
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from moa_graph.aggregation import extract_answer
+from moa_graph.agreement import NUMBER, extract_answer, last_number
 from moa_graph.errors import MoAConfigError
 from moa_graph.eval.flask import SKILLS, Rubric, flask_items
 
@@ -91,8 +90,6 @@ CALCULATE: dict[str, Any] = {
 
 OPERATIONS = {"+": "plus", "-": "minus", "*": "times", "/": "divided by"}
 """The ``tool-calls`` suite's operations and how its questions name them."""
-
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
 @dataclass(frozen=True)
@@ -234,16 +231,10 @@ def exact_match(reference: str, answer: str) -> float:
     When the reference is a number the answer's last number must equal it; else the normalized
     texts (lower-case, no punctuation or articles) must be equal.
     """
-    numeric = _NUMBER.fullmatch(reference.strip()) is not None
+    numeric = NUMBER.fullmatch(reference.strip()) is not None
     expected = extract_answer(reference, None, numeric=numeric)
     got = extract_answer(answer, None, numeric=numeric)
     return float(got is not None and got == expected)
-
-
-def last_number(text: str) -> str | None:
-    """Return the last number in `text` with its commas dropped, or None."""
-    numbers = _NUMBER.findall(text)
-    return numbers[-1].replace(",", "") if numbers else None
 
 
 def _additions(size: int, seed: int) -> Suite:
@@ -334,7 +325,7 @@ def _reasoning_gym(
         # The last number, not the first: a model that restates the question ("3 + 4 = 7")
         # would be scored on an operand (docs/notes.md, "Evaluation": 3/40 against 20/40).
         entry = entries[item.id]
-        numeric = _NUMBER.fullmatch(str(entry["answer"]).strip()) is not None
+        numeric = NUMBER.fullmatch(str(entry["answer"]).strip()) is not None
         extracted = last_number(answer) if numeric else answer.strip()
         return float(data.score_answer(extracted or "", entry))
 

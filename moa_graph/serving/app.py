@@ -35,12 +35,12 @@ from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
 from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from openai.types.chat.chat_completion_message_function_tool_call import Function
 
-from moa_graph.answer_stream import AnswerStream
+from moa_graph.answer_stream import Event, RunFinished, astream_answer
 from moa_graph.context import MoAContext
-from moa_graph.errors import MoAConfigError
+from moa_graph.errors import AnswerDoesNotFit, MoAConfigError
 from moa_graph.graph import build_moa_graph
 from moa_graph.json_schema import SchemaTooCostly
-from moa_graph.layers import PanelStatus, panel_status
+from moa_graph.run_summary import RunSummary, summarize
 from moa_graph.serving.catalog import (
     ASSISTANTS_FILE,
     WORKERS_ENV,
@@ -59,9 +59,8 @@ from moa_graph.serving.errors import (
 )
 from moa_graph.serving.requests import AnswerForm, BodyLimit, ChatRequest, prepare
 from moa_graph.state import InputState
-from moa_graph.structured import AnswerDoesNotFit, answer_object
+from moa_graph.structured import answer_object
 from moa_graph.trust import RequestPolicy
-from moa_graph.usage import run_usage
 
 
 def create_app(
@@ -130,18 +129,18 @@ def create_app(
             except Exception as exc:
                 raise run_failed(exc) from exc
         message, finish = await asyncio.to_thread(_reply, out["messages"][-1], form)
+        summary = summarize(out)
         completion = ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             object="chat.completion",
             created=int(time.time()),
             model=body.model,
-            usage=_usage(out),
+            usage=_usage(summary),
             choices=[Choice(index=0, finish_reason=finish, message=message)],
         )
-        panel = panel_status(out["proposals"])
         return JSONResponse(
-            {**completion.model_dump(exclude_none=True), "moa": _moa_field(out, body)},
-            headers={PANEL_HEADER: _panel_header(panel)},
+            {**completion.model_dump(exclude_none=True), "moa": _moa_field(summary, body)},
+            headers={PANEL_HEADER: _panel_header(summary)},
         )
 
     app.include_router(router)
@@ -160,7 +159,7 @@ async def _stream(
     """The SSE events of one streamed completion."""
     chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     heartbeat_s = float(os.environ.get("MOA_SERVE_HEARTBEAT_S", "0.5"))
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    queue: asyncio.Queue[Event | Exception] = asyncio.Queue()
 
     def chunk(delta: ChoiceDelta, finish: Any = None, usage: Any = None, moa: Any = None) -> str:
         choices = [] if usage else [ChunkChoice(index=0, delta=delta, finish_reason=finish)]
@@ -177,51 +176,44 @@ async def _stream(
 
     async def pump() -> None:
         try:
-            async for mode, part in graph.astream(
-                inputs, context=context, stream_mode=["messages", "values"]
-            ):
-                await queue.put((mode, part))
-            await queue.put(("done", None))
+            async for event in astream_answer(graph, inputs, context=context):
+                await queue.put(event)
         except Exception as exc:
-            await queue.put(("error", exc))
+            await queue.put(exc)
 
     await limit.acquire()
     task = asyncio.create_task(pump())
-    final: dict[str, Any] = {}
-    answer = AnswerStream()
     try:
         yield chunk(ChoiceDelta(role="assistant", content=""))
         while True:
             try:
-                mode, part = await asyncio.wait_for(queue.get(), heartbeat_s)
+                event = await asyncio.wait_for(queue.get(), heartbeat_s)
             except TimeoutError:
                 yield chunk(ChoiceDelta())  # keeps clients with a chunk timeout waiting
                 continue
-            if mode == "messages":
-                if (token := answer.chunk(part)) is not None and (delta := _delta(token, form)):
+            if isinstance(event, AIMessageChunk):
+                if delta := _delta(event, form):
                     yield chunk(delta)
-            elif mode == "values":
-                final = part
-            elif mode == "error":
+            elif isinstance(event, Exception):
                 error = (
-                    APIError(400, str(part), "invalid_request_error", param="moa")
-                    if isinstance(part, MoAConfigError)
-                    else run_failed(part)
+                    APIError(400, str(event), "invalid_request_error", param="moa")
+                    if isinstance(event, MoAConfigError)
+                    else run_failed(event)
                 )
                 yield f"data: {json.dumps(error.body())}\n\n"
                 return
-            else:
+            elif isinstance(event, RunFinished):
                 break
         try:
-            _, finish = await asyncio.to_thread(_reply, final["messages"][-1], form)
+            _, finish = await asyncio.to_thread(_reply, event.state["messages"][-1], form)
         except APIError as error:
             yield f"data: {json.dumps(error.body())}\n\n"
             return
         # The finishing chunk says how many proposals went into the answer (the headers are
         # long gone when streaming).
-        yield chunk(ChoiceDelta(), finish=finish, moa=_moa_field(final, body))
+        yield chunk(ChoiceDelta(), finish=finish, moa=_moa_field(event.summary, body))
         if (body.stream_options or {}).get("include_usage"):
-            yield chunk(ChoiceDelta(), usage=_usage(final))
+            yield chunk(ChoiceDelta(), usage=_usage(event.summary))
         yield "data: [DONE]\n\n"
     finally:
         task.cancel()  # the client may be gone: no model call after that
@@ -230,20 +222,24 @@ async def _stream(
 
 FinishReason = Literal["stop", "tool_calls"]
 PANEL_HEADER = "x-moa-proposals"
-"""Response header: ``answered/asked`` proposals of the last layer, e.g. ``2/3``."""
+"""Response header: ``answered/asked`` proposals of the layer the answer was made from
+(``2/3``)."""
 
 
-def _moa_field(out: dict[str, Any], body: ChatRequest) -> dict[str, Any]:
-    """The answer's ``moa`` field: the panel's status, and the judge's analysis when asked."""
-    field: dict[str, Any] = dict(panel_status(out.get("proposals", [])))
-    aggregation = out.get("aggregation") or {}
+def _moa_field(summary: RunSummary, body: ChatRequest) -> dict[str, Any]:
+    """The answer's ``moa`` field: the panel's status, and the fusion judge's analysis if asked."""
+    field: dict[str, Any] = {
+        "proposals_asked": summary["proposals_asked"],
+        "proposals_answered": summary["proposals_answered"],
+        "degraded": summary["degraded"],
+    }
     if body.include_analysis:
-        field["analysis"] = aggregation.get("analysis")
+        field["analysis"] = summary["aggregation"].get("analysis")
     return field
 
 
-def _panel_header(panel: PanelStatus) -> str:
-    return f"{panel['proposals_answered']}/{panel['proposals_asked']}"
+def _panel_header(summary: RunSummary) -> str:
+    return f"{summary['proposals_answered']}/{summary['proposals_asked']}"
 
 
 def _reply(answer: BaseMessage, form: AnswerForm) -> tuple[ChatCompletionMessage, FinishReason]:
@@ -311,13 +307,13 @@ def _delta(token: AIMessageChunk, form: AnswerForm) -> ChoiceDelta | None:
     )  # fmt: skip
 
 
-def _usage(out: dict[str, Any]) -> CompletionUsage:
+def _usage(summary: RunSummary) -> CompletionUsage:
     """The sum over every model call of the run: proposers and aggregator."""
-    usage = run_usage(out) or {"input_tokens": 0, "output_tokens": 0}
+    usage = summary["usage"]
     return CompletionUsage(
         prompt_tokens=usage["input_tokens"],
         completion_tokens=usage["output_tokens"],
-        total_tokens=usage["input_tokens"] + usage["output_tokens"],
+        total_tokens=usage["total_tokens"],
     )
 
 

@@ -148,7 +148,7 @@ def prepare(
         if form.schema is not None:
             context = form.schema.context_for(context)
         elif body.tools:
-            context = dataclasses.replace(context, tools=body.tools, tool_choice=body.tool_choice)
+            context = context.with_tools(body.tools, body.tool_choice)
         context = policy.check_budget(context)
     except RequestRefused as exc:
         raise _refused(exc) from None

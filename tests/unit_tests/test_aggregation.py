@@ -9,12 +9,11 @@ from langchain_core.messages import AIMessage, HumanMessage
 from moa_graph import AGGREGATE_AND_SYNTHESIZE_PROMPT
 from moa_graph.aggregation import (
     AggregationSettings,
-    Candidate,
     aggregate,
-    majority,
     parse_selection,
     sequential_windows,
 )
+from moa_graph.agreement import Candidate, majority
 from moa_graph.prompts import SELECT_MOST_CONSISTENT_PROMPT
 from tests.fakes import ScriptedChatModel, run_moa, scripted_proposers
 

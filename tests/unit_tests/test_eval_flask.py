@@ -16,6 +16,7 @@ from moa_graph import MoAConfigError
 from moa_graph.cli import main
 from moa_graph.eval import arun_eval, load_suite, write_artifacts
 from moa_graph.eval.flask import PROMPT_VERSION, SKILLS, parse_skill_scores
+from moa_graph.eval.markdown import render
 from tests.scripted_openai_server import Fault, Script, ScriptedOpenAIServer
 
 ITEMS = [
@@ -113,7 +114,7 @@ async def test_per_skill_means_come_from_the_items(start, tmp_path: Path) -> Non
     assert set(results["settings"]["judge_prompt"]["rubrics"]) == set(SKILLS)
     assert results["summary"]["skills"]["skills"][0]["n"] > 0
     assert (tmp_path / "out" / "skills.png").stat().st_size > 10_000
-    assert "| Readability |" in report.to_markdown()
+    assert "| Readability |" in render(report)
 
 
 async def test_both_file_versions_read_the_same_items(tmp_path: Path) -> None:

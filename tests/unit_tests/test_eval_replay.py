@@ -11,6 +11,7 @@ import pytest
 from moa_graph import MoAConfigError
 from moa_graph.cli import main
 from moa_graph.eval import arun_eval
+from moa_graph.eval.markdown import render
 from moa_graph.eval.replay import Replay
 from tests.scripted_openai_server import Script, ScriptedOpenAIServer
 
@@ -69,7 +70,7 @@ async def test_replays_match_the_systems_run_for_real(server, suite, tmp_path: P
     by_name = {s.name: s for s in report.systems}
     assert by_name["replay:cascade:2:5"].escalation_rate == 0.5
     assert by_name["replay:vote:3"].latency_p50_s is None  # a replay takes no time
-    assert "replay:cascade:2:5, replay:vote:3: every item was replayed" in report.to_markdown()
+    assert "replay:cascade:2:5, replay:vote:3: every item was replayed" in render(report)
 
 
 async def test_replays_are_checked_before_any_call(server, suite, tmp_path: Path) -> None:

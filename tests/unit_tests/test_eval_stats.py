@@ -12,6 +12,7 @@ from moa_graph.eval.judge import (
     parse_rating,
     single_prompt,
 )
+from moa_graph.eval.markdown import render
 from moa_graph.eval.report import build_report
 from moa_graph.eval.stats import (
     bootstrap_mean,
@@ -148,5 +149,5 @@ def test_report_numbers_come_from_the_items() -> None:
     # discordant: base only on 1, 2, 3; moa only on 6, 7, 8, 9
     assert comparison.p_value == pytest.approx(mcnemar_exact(3, 4))
     assert comparison.verdict == "not distinguishable"
-    text = report.to_markdown()
+    text = render(report)
     assert "| moa | 0.700 (7/10) |" in text and "chosen after" in text

@@ -44,6 +44,30 @@ def test_topology_matches_the_paper_names() -> None:
     }
 
 
+def test_every_node_that_ends_a_run_is_an_answer_node() -> None:
+    from moa_graph.graph import ANSWER_NODES
+
+    drawn = build_moa_graph().compile().get_graph()
+    assert {e.source for e in drawn.edges if e.target == "__end__"} == ANSWER_NODES
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/concepts.md"])
+def test_the_pictures_in_the_docs_are_the_graphs_own(page: str) -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / page).read_text()
+    picture = re.search(r"```mermaid\n(.*?)```", text, re.S).group(1)  # type: ignore[union-attr]
+    drawn = build_moa_graph().compile().get_graph().draw_mermaid()
+
+    def parts(mermaid: str) -> set[str]:
+        lines = {line.strip() for line in mermaid.splitlines()}
+        return {line for line in lines if "-->" in line or "-.->" in line or ".->" in line
+                or re.fullmatch(r"\w+\(.*\)(:::\w+)?", line)}  # fmt: skip
+
+    assert parts(picture) == parts(drawn)
+
+
 async def test_later_layers_and_aggregator_get_numbered_references_in_order() -> None:
     l1 = [ScriptedChatModel(model_name=f"a{i}", reply=f"first {i}") for i in (1, 2)]
     l2 = [ScriptedChatModel(model_name=f"b{i}", reply=f"second {i}") for i in (1, 2, 3)]

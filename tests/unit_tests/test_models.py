@@ -6,9 +6,10 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from moa_graph import MoAConfigError, MoAContext, build_moa_graph
+from moa_graph.call_plan import ModelSource
 from moa_graph.errors import MissingCredentials
-from moa_graph.layers import panel_status
-from moa_graph.models import ModelSource, clear_model_cache, load_chat_model
+from moa_graph.models import clear_model_cache, load_chat_model
+from moa_graph.run_summary import panel_status
 from tests.scripted_openai_server import ScriptedOpenAIServer
 
 
@@ -84,7 +85,7 @@ def test_made_says_when_creating_a_runs_models_cannot_block(monkeypatch) -> None
     ctx = MoAContext(proposers=["openai:p n=2"], aggregator="openai:agg", retries=0)
     source = ModelSource(None, None)
     assert not source.made(ctx)
-    source.check(ctx)
+    source.create_all(ctx)
     assert source.made(ctx)
     assert not source.made(dataclasses.replace(ctx, temperature=0.3))  # other models
     # Bounded by the specs the context holds, never by its rounds: a guarded server checks a

@@ -3,7 +3,9 @@
 import pytest
 from langchain_core.messages import AIMessage
 
-from moa_graph.structured import AnswerDoesNotFit, answer_object, schema_tool
+from moa_graph.errors import AnswerDoesNotFit
+from moa_graph.structured import answer_object
+from moa_graph.tool_turns import schema_tool
 
 SUM = {
     "type": "object",
