@@ -31,3 +31,16 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
         if _runner is None:
             _runner = asyncio.Runner()
     return _runner.run(coroutine)
+
+
+def close() -> None:
+    """Close this process's event loop: cancel what still runs there and wait for it.
+
+    The CLI calls it on the way out, so that a run stopped by Ctrl-C leaves no task pending
+    (Python would print "Task was destroyed but it is pending!" at exit).
+    """
+    global _runner
+    with _lock:
+        if _runner is not None:
+            _runner.close()
+            _runner = None

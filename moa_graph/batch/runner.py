@@ -218,9 +218,16 @@ class BatchRunner:
                             self.stats.skipped += 1
                         else:
                             await jobs.put((row, sample, key))
-            finally:  # the workers end even when reading the input fails
-                for _ in range(self.concurrency):
-                    await jobs.put(None)
+            except asyncio.CancelledError:
+                raise  # stopped (Ctrl-C): the workers are cancelled too, nobody takes an end mark
+            except BaseException:
+                await end_workers()  # the workers finish what they hold when the input fails
+                raise
+            await end_workers()
+
+        async def end_workers() -> None:
+            for _ in range(self.concurrency):
+                await jobs.put(None)
 
         async def work() -> None:
             while (job := await jobs.get()) is not None:

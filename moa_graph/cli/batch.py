@@ -104,10 +104,27 @@ def run(args: argparse.Namespace) -> int:
             output=args.output, retry_failed=args.retry_failed, prices=prices, stop=stop,
             executor=executor, schema=schema,
         )  # fmt: skip
-        started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    except BaseException:
+        if executor is not None:
+            executor.close()
+        raise
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    try:
         pairs = None if total is None else total * args.samples
         with Progress(runner.stats, pairs, enabled=not args.no_progress) as progress:
             run_sync(_consume(runner, rows, progress))
+    except KeyboardInterrupt:
+        # Stopped (Ctrl-C, SIGTERM): the runs in flight were cancelled, the output holds whole
+        # records only; the manifest says so and the same command goes on where this stopped.
+        runner.stats.stopped = "interrupted"
+        counts = _write_manifest(runner, args, started)
+        print(
+            f"moa-graph: batch interrupted: {runner.stats.ok} rows done in this run, "
+            f"{counts['ok']} ok in {args.output}; run the same command again to "
+            "resume (finished rows are kept, the others are asked again)",
+            file=sys.stderr,
+        )
+        raise
     finally:
         if executor is not None:
             executor.close()

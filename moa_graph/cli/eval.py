@@ -140,16 +140,26 @@ def run(args: argparse.Namespace) -> int:
     if not args.systems:
         raise MoAConfigError("give --systems (or --choose-panel SPEC, repeated)")
     systems = [name.strip() for name in args.systems.split(",") if name.strip()]
-    report = run_sync(
-        arun_eval(
-            suite, systems, settings=settings, seed=args.eval_seed,
-            judge=args.judge, judge_mode=args.judge_mode, baseline=args.baseline,
-            out=args.out, concurrency=args.concurrency,
-            prices=read_prices(args.prices) if args.prices else None,
-            judge_max_tokens=args.judge_max_tokens, progress=not args.no_progress,
-            replays=args.replay, replay_from=args.replay_from, rubrics=args.rubrics,
+    try:
+        report = run_sync(
+            arun_eval(
+                suite, systems, settings=settings, seed=args.eval_seed,
+                judge=args.judge, judge_mode=args.judge_mode, baseline=args.baseline,
+                out=args.out, concurrency=args.concurrency,
+                prices=read_prices(args.prices) if args.prices else None,
+                judge_max_tokens=args.judge_max_tokens, progress=not args.no_progress,
+                replays=args.replay, replay_from=args.replay_from, rubrics=args.rubrics,
+            )
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        kept = (
+            f"the answers so far are kept in {args.out / 'runs'}: run the same command again "
+            "to go on from them"
+            if args.out is not None
+            else "nothing was kept (give --out DIR to keep answers across runs)"
         )
-    )  # fmt: skip
+        print(f"moa-graph: eval interrupted; {kept}", file=sys.stderr)
+        raise
     print(render(report))
     if args.out is not None:
         paths = write_artifacts(report, args.out, plot=not args.no_plot)

@@ -1,15 +1,22 @@
 """The ``moa-graph`` command: ask, chat, batch, serve and eval, with progress on stderr.
 
-Exit status: 0 on success, 2 for bad usage or settings, 1 when the run fails.
+Exit status: 0 on success, 2 for bad usage or settings, 1 when the run fails, 130 when stopped
+by Ctrl-C (SIGINT) and 143 by SIGTERM. One Ctrl-C or SIGTERM stops the run: no new work
+starts, calls in flight are cancelled, what is written stays whole, and the command says how
+to go on; a second Ctrl-C exits at once.
 """
 
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
+from types import FrameType
 
+from moa_graph import sync
 from moa_graph.cli import ask, batch, eval, serve
 from moa_graph.cli.options import model_options, run_options
 from moa_graph.errors import MoAConfigError
@@ -21,6 +28,7 @@ COMMANDS = {"ask": ask.run, "chat": ask.run, "batch": batch.run, "eval": eval.ru
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with `argv` (default: ``sys.argv[1:]``) and return the exit status."""
     args = parser().parse_args(argv)
+    stop = _Stop()
     # What the commands write holds prompts and answers (batch output, journals, caches, eval
     # runs, the embedded server's log): readable by its owner only.
     os.umask(0o077)
@@ -31,9 +39,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MoAConfigError as exc:
         return _fail(2, f"error: {exc}", args.debug)
     except KeyboardInterrupt:
-        return _fail(1, "interrupted", debug=False)
+        return _fail(128 + stop.signal, f"stopped by {stop.signal.name}", debug=False)
     except Exception as exc:
         return _fail(1, f"run failed: {type(exc).__name__}: {exc}", args.debug)
+    finally:
+        sync.close()  # cancel what a stopped run left on the loop, before the interpreter exits
+        stop.restore()
+
+
+class _Stop:
+    """SIGTERM stops a run as Ctrl-C does (asyncio's runner cancels it on SIGINT)."""
+
+    def __init__(self) -> None:
+        self.signal = signal.SIGINT
+        main_thread = threading.current_thread() is threading.main_thread()
+        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm) if main_thread else None
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signal.SIGTERM
+        signal.raise_signal(signal.SIGINT)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def parser() -> argparse.ArgumentParser:
