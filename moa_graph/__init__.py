@@ -4,6 +4,7 @@ from moa_graph.chat_model import ChatMoA
 from moa_graph.context import MoAContext
 from moa_graph.errors import (
     AggregatorError,
+    DegradedAnswer,
     LocalModelError,
     MoAConfigError,
     ProposerQuorumError,
@@ -21,6 +22,7 @@ __all__ = [
     "Aggregation",
     "AggregatorError",
     "ChatMoA",
+    "DegradedAnswer",
     "LocalModelError",
     "MoAConfigError",
     "MoAContext",

@@ -9,6 +9,7 @@ the proposer side of the graph is `moa_graph.nodes`.
 """
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -28,7 +29,7 @@ from moa_graph.analysis import ANALYSIS_SCHEMA
 from moa_graph.call_plan import CallSlot, ModelSource
 from moa_graph.calls import CallPolicy, call_model, call_model_sync
 from moa_graph.context import MoAContext
-from moa_graph.errors import AggregatorError, MoAConfigError
+from moa_graph.errors import AggregatorError, DegradedAnswer, MoAConfigError
 from moa_graph.layers import (
     aggregator_candidates,
     call_seed,
@@ -39,7 +40,8 @@ from moa_graph.layers import (
 from moa_graph.models import with_call_settings
 from moa_graph.references import with_system_prompt
 from moa_graph.run_scope import count_call, run_context
-from moa_graph.state import FIRST_STAGE, Aggregation, MoAState
+from moa_graph.run_summary import panel_status, source_layer
+from moa_graph.state import FIRST_STAGE, Aggregation, MoAState, Proposal
 from moa_graph.structured import check_fits
 from moa_graph.tool_turns import bind_run_tools, forces_a_call, render_tool_turns
 from moa_graph.trust import RequestPolicy
@@ -82,6 +84,7 @@ class AnswerNodes:
         )
         assert chosen is not None  # the gate sent the run here
         proposals = mark_selected(state["proposals"], FIRST_STAGE, [chosen.index])
+        _warn_if_degraded(proposals)
         return {
             "messages": [candidate_reply(chosen)],
             "aggregation": aggregation_record(ctx, "cascade", chosen=chosen.index),
@@ -215,6 +218,7 @@ class AnswerNodes:
             analysis=outcome.analysis,
         )
         proposals = mark_selected(state["proposals"], state["layer"], outcome.used)
+        _warn_if_degraded(proposals)
         return {
             "messages": [outcome.answer],
             "aggregation": aggregation,
@@ -226,3 +230,18 @@ class AnswerNodes:
             return error
         reason = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
         return AggregatorError(self.models.aggregator_label(ctx), reason, state["proposals"])
+
+
+def _warn_if_degraded(proposals: list[Proposal]) -> None:
+    """Warn (`DegradedAnswer`) when the answer's layer had proposers that failed."""
+    panel = panel_status(proposals)
+    if panel["degraded"]:
+        layer = source_layer(proposals)
+        failed = [f"{p['model']}: {p['error']}" for p in proposals
+                  if p["layer"] == layer and p["status"] in ("failed", "timeout")]  # fmt: skip
+        warnings.warn(
+            f"the answer was made from {panel['proposals_answered']} of "
+            f"{panel['proposals_asked']} proposals; failed: {'; '.join(failed)[:500]}",
+            DegradedAnswer,
+            stacklevel=2,
+        )

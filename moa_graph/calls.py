@@ -29,7 +29,7 @@ from moa_graph.limits import Admission, is_retryable, release, retry_wait
 from moa_graph.state import Proposal, ProposalStatus, ProposerTask, Usage
 from moa_graph.stragglers import LayerGate
 from moa_graph.tool_turns import describe_calls
-from moa_graph.usage import usage_of
+from moa_graph.usage import hit_max_tokens, usage_of
 
 if TYPE_CHECKING:
     from moa_graph.call_plan import CallSlot
@@ -290,11 +290,13 @@ def _finished(
                        usage=usage)  # fmt: skip
     if gate is not None:
         gate.answered()
+    content = describe_calls(reply.text, calls) if calls else reply.text
+    record = _record(task, start, "ok", content=content, usage=usage)
     if calls:  # a proposer given the tools proposed calls: the references show them
-        record = _record(task, start, "ok", content=describe_calls(reply.text, calls), usage=usage)
         record["tool_calls"] = [{"name": c["name"], "args": c["args"]} for c in calls]
-        return record
-    return _record(task, start, "ok", content=reply.text, usage=usage)
+    if hit_max_tokens(reply):
+        record["cut_off"] = True
+    return record
 
 
 def _record(

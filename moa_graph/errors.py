@@ -67,6 +67,15 @@ class AnswerDoesNotFit(ValueError):
     """An answer made no call of its schema's tool, or its object does not fit the schema."""
 
 
+class DegradedAnswer(UserWarning):
+    """An answer was made from fewer proposals than asked for: some proposers failed.
+
+    Warned (Python's ``warnings``, shown once per place by default) when a run answers with
+    ``on_fewer_proposals="answer"`` after failures; the records say which calls failed and
+    why, and ChatMoA's ``response_metadata["degraded"]`` is True.
+    """
+
+
 class LocalModelError(RuntimeError):
     """The embedded model server could not be started; the message ends with its last log lines."""
 

@@ -9,11 +9,12 @@ ask --json``, the MCP answer graph, batch and eval records, and `moa_graph.agent
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from langchain_core.messages import BaseMessage
 from typing_extensions import TypedDict
 
 from moa_graph.layers import layer_references
 from moa_graph.state import FIRST_STAGE, Aggregation, Proposal, Usage
-from moa_graph.usage import run_usage, usage_by_model
+from moa_graph.usage import hit_max_tokens, run_usage, usage_by_model
 
 _FAILED = ("failed", "timeout")
 """Statuses of calls that did not answer; ``cancelled`` (cut off by ``first_k``) is not one."""
@@ -59,6 +60,9 @@ class RunSummary(PanelStatus):
             cascade answered, else the last layer's.
         proposals: Each proposer call, compactly (`proposal_digest`: model, layer, status,
             tokens, latency in seconds).
+        cut_off: True when the answer stopped at ``max_tokens`` (the aggregator's reply, or
+            the proposal a vote, a selection or a cascade returned): it may be cut off.
+        proposals_cut_off: Proposer calls of the run that stopped at their ``max_tokens``.
     """
 
     answer: str
@@ -70,6 +74,8 @@ class RunSummary(PanelStatus):
     calls_without_usage: int
     references: list[str]
     proposals: list[dict[str, Any]]
+    cut_off: bool
+    proposals_cut_off: int
 
 
 def summarize(out: Mapping[str, Any]) -> RunSummary:
@@ -101,8 +107,25 @@ def summarize(out: Mapping[str, Any]) -> RunSummary:
         + (aggregation["calls"] if aggregation["usage"] is None else 0),
         references=layer_references(proposals, source_layer(proposals)),
         proposals=proposal_digest(proposals),
+        cut_off=answer_cut_off(answer, proposals, aggregation),
+        proposals_cut_off=sum(bool(p.get("cut_off")) for p in made),
         **panel_status(proposals),
     )
+
+
+def answer_cut_off(
+    answer: BaseMessage, proposals: Sequence[Proposal], aggregation: Aggregation
+) -> bool:
+    """Return True when the answer stopped at ``max_tokens``.
+
+    The answer is the aggregator's reply, or the proposal a vote, a selection or a cascade
+    returned.
+    """
+    if aggregation["calls"] and aggregation["mode"] != "select":
+        return hit_max_tokens(answer)
+    layer = source_layer(proposals)
+    chosen = [p for p in proposals if p["layer"] == layer and p["index"] == aggregation["chosen"]]
+    return bool(chosen and chosen[0].get("cut_off"))
 
 
 def source_layer(proposals: Sequence[Proposal]) -> int:

@@ -64,6 +64,8 @@ class Proposal(TypedDict):
             first-stage (`FIRST_STAGE`) proposal whose answer this record repeats instead of a new
             call. Its tokens and latency are counted once, on that proposal: here ``usage``
             is None and ``latency_s`` 0.
+        cut_off: Only when the call stopped at its ``max_tokens`` (True): its text may be cut
+            off; raise ``max_tokens`` if it matters.
     """
 
     layer: int
@@ -79,6 +81,7 @@ class Proposal(TypedDict):
     selected: bool
     tool_calls: NotRequired[list[dict[str, Any]]]
     reused_from: NotRequired[int]
+    cut_off: NotRequired[bool]
 
 
 class Aggregation(TypedDict):

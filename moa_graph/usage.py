@@ -32,6 +32,16 @@ def usage_of(message: BaseMessage) -> Usage | None:
     return Usage(input_tokens=meta["input_tokens"], output_tokens=meta["output_tokens"])
 
 
+def hit_max_tokens(message: BaseMessage) -> bool:
+    """Return True when a reply stopped at its ``max_tokens`` (its text may be cut off).
+
+    Reads the provider's stop reason: OpenAI's ``finish_reason`` ``"length"``, Bedrock
+    Converse's ``stopReason`` ``"max_tokens"``.
+    """
+    meta = message.response_metadata
+    return meta.get("finish_reason") == "length" or meta.get("stopReason") == "max_tokens"
+
+
 def total_usage(usages: Iterable[Usage | None]) -> Usage | None:
     """Return the sum of the reported `usages`, or None when none was reported."""
     reported = [u for u in usages if u is not None]

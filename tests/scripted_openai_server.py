@@ -39,7 +39,14 @@ class ToolCall:
         return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
 
 
-Script = Callable[[dict[str, Any]], "str | Fault | ToolCall"]
+@dataclass(frozen=True)
+class CutOff:
+    """What the script returns for a text that stopped at max_tokens (``finish_reason: length``)."""
+
+    text: str
+
+
+Script = Callable[[dict[str, Any]], "str | Fault | ToolCall | CutOff"]
 
 
 class _Server(ThreadingHTTPServer):
@@ -60,7 +67,11 @@ class ScriptedOpenAIServer:
     """
 
     def __init__(
-        self, script: Script = numbered_replies, delay_s: float = 0.0, rpm: float | None = None
+        self,
+        script: Script = numbered_replies,
+        delay_s: float = 0.0,
+        rpm: float | None = None,
+        keep_alive: bool = False,
     ):
         self.script = script
         self.delay_s = delay_s
@@ -75,6 +86,10 @@ class ScriptedOpenAIServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps a connection open for the next request, as hosted APIs do;
+            # HTTP/1.0 (the default here) closes it after every answer.
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server._lock:
@@ -91,10 +106,12 @@ class ScriptedOpenAIServer:
                     server.answered += 1
                     server.usage["input_tokens"] += 11
                     server.usage["output_tokens"] += 7
+                finish = "length" if isinstance(text, CutOff) else None
+                text = text.text if isinstance(text, CutOff) else text
                 if body.get("stream"):
-                    self._stream(body, text)
+                    self._stream(body, text, finish)
                 else:
-                    self._json(body, text)
+                    self._json(body, text, finish)
 
             def _fault(self, fault: Fault) -> None:
                 with server._lock:
@@ -111,7 +128,9 @@ class ScriptedOpenAIServer:
                 with contextlib.suppress(OSError):  # the client may have given up
                     self.wfile.write(payload.encode())
 
-            def _json(self, body: dict[str, Any], text: "str | ToolCall") -> None:
+            def _json(
+                self, body: dict[str, Any], text: "str | ToolCall", finish: str | None = None
+            ) -> None:
                 message: dict[str, Any] = {"role": "assistant", "content": text}
                 if isinstance(text, ToolCall):
                     message = {"role": "assistant", "content": None, "tool_calls": [{
@@ -128,9 +147,8 @@ class ScriptedOpenAIServer:
                             {
                                 "index": 0,
                                 "message": message,
-                                "finish_reason": "tool_calls"
-                                if isinstance(text, ToolCall)
-                                else "stop",
+                                "finish_reason": finish
+                                or ("tool_calls" if isinstance(text, ToolCall) else "stop"),
                             }
                         ],
                         "usage": {
@@ -147,9 +165,13 @@ class ScriptedOpenAIServer:
                 with contextlib.suppress(OSError):  # the client may have gone
                     self.wfile.write(payload)
 
-            def _stream(self, body: dict[str, Any], text: "str | ToolCall") -> None:
+            def _stream(
+                self, body: dict[str, Any], text: "str | ToolCall", finish: str | None = None
+            ) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")  # the stream ends with the connection
+                self.close_connection = True
                 self.end_headers()
                 deltas: list[dict[str, Any]]
                 if isinstance(text, ToolCall):
@@ -167,14 +189,16 @@ class ScriptedOpenAIServer:
                         {"content": word + (" " if i < len(words) - 1 else "")}
                         for i, word in enumerate(words)
                     ]
-                for delta in deltas:
+                finish = finish or ("tool_calls" if isinstance(text, ToolCall) else "stop")
+                for i, delta in enumerate([*deltas, {}]):
                     chunk = {
                         "id": "chatcmpl-scripted",
                         "object": "chat.completion.chunk",
                         "created": int(time.time()),
                         "model": body["model"],
-                        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
-                    }
+                        "choices": [{"index": 0, "delta": delta,
+                                     "finish_reason": finish if i == len(deltas) else None}],
+                    }  # fmt: skip
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 if (body.get("stream_options") or {}).get("include_usage"):
                     usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}

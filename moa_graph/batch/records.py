@@ -67,6 +67,8 @@ class BatchRecord(TypedDict):
         latency_s: Wall time of the run in seconds.
         cached_calls: Proposer calls answered by the node cache (then ``latency_s`` is shorter
             than the calls took); on ``ok`` records.
+        cut_off: True when the answer stopped at ``max_tokens`` (it may be cut off); on ``ok``
+            records.
     """
 
     id: Any
@@ -86,6 +88,7 @@ class BatchRecord(TypedDict):
     cost_usd: float | None
     latency_s: float
     cached_calls: NotRequired[int]
+    cut_off: NotRequired[bool]
 
 
 async def run_pair(
@@ -136,6 +139,7 @@ async def run_pair(
             "cost_usd": cost_of(by_model, prices),
             "latency_s": _since(start),
             "cached_calls": cached,
+            "cut_off": summary["cut_off"],
         },
     )
 

@@ -23,7 +23,8 @@ PROMPT_FIELDS = ("prompt", "instruction", "question")
 
 RESERVED = frozenset(
     {"id", "row", "sample", "key", "prompt", "messages", "answer", "status", "error",
-     "proposals", "aggregation", "usage", "usage_by_model", "cost_usd", "latency_s"}
+     "proposals", "aggregation", "usage", "usage_by_model", "cost_usd", "latency_s",
+     "cached_calls", "cut_off"}
 )  # fmt: skip
 """Keys of an output record; an input column with one of these names (other than the id and
 prompt fields) is refused before any call."""

@@ -114,6 +114,13 @@ async def _stream_turn(
         f"{usage['input_tokens']} tokens in, {usage['output_tokens']} out"
         + (f" ({unreported} calls reported no usage)" if unreported else "")
     )
+    if summary["cut_off"]:
+        _progress(
+            f"warning: the answer stopped at max_tokens ({context.max_tokens}) and may be cut "
+            "off: raise --max-tokens"
+        )
+    if summary["proposals_cut_off"]:
+        _progress(f"{summary['proposals_cut_off']} proposals stopped at max_tokens")
     if summary["degraded"]:
         _progress(
             f"warning: the answer was made from {summary['proposals_answered']} of "

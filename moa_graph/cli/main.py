@@ -13,13 +13,14 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from collections.abc import Sequence
 from types import FrameType
 
 from moa_graph import sync
 from moa_graph.cli import ask, batch, eval, serve
 from moa_graph.cli.options import model_options, run_options
-from moa_graph.errors import MoAConfigError
+from moa_graph.errors import DegradedAnswer, MoAConfigError
 
 COMMANDS = {"ask": ask.run, "chat": ask.run, "batch": batch.run, "eval": eval.run,
             "serve": serve.run}  # fmt: skip
@@ -32,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # What the commands write holds prompts and answers (batch output, journals, caches, eval
     # runs, the embedded server's log): readable by its owner only.
     os.umask(0o077)
+    # The commands report an answer made from fewer proposals themselves.
+    warnings.simplefilter("ignore", DegradedAnswer)
     logging.basicConfig(format="moa-graph: %(message)s", stream=sys.stderr)
     logging.getLogger("moa_graph").setLevel(logging.INFO)
     try:

@@ -64,6 +64,12 @@ def render(report: "EvalReport") -> str:
         for s in report.systems
         if s.escalation_rate is not None
     ]
+    lines += [
+        f"- {s.name}: {s.cut_off} of {report.items} answers stopped at max_tokens and may be "
+        "cut off (scored as they are; raise --max-tokens)"
+        for s in report.systems
+        if s.cut_off
+    ]
     if report.judge_usage:
         tokens = report.judge_usage["input_tokens"] + report.judge_usage["output_tokens"]
         calls = sum(len(r.get("judgments", [])) for r in report.records)

@@ -52,6 +52,8 @@ class ItemRecord(TypedDict):
         cost_usd: USD of all turns, or None when a model has no price.
         escalated: For a system with a cascade: True when a turn went past the cascade's
             first stage to the MoA, False when every turn was answered by it; else None.
+        cut_off: True when a turn's answer stopped at ``max_tokens`` (it may be cut off, and
+            is scored as it is).
         judgments: The judge's replies, parsed, with their raw text.
         skill_scores: FLASK: the 1-5 score of each of the item's skills the judge scored
             (`score` is their mean); 1 on every skill when the run failed.
@@ -78,6 +80,7 @@ class ItemRecord(TypedDict):
     latency_s: float | None
     cost_usd: float | None
     escalated: bool | None
+    cut_off: bool
     judgments: list[dict[str, Any]]
     skill_scores: NotRequired[dict[str, float]]
     judge_errors: NotRequired[int]
@@ -138,6 +141,7 @@ def item_record(item: Item, system: str, turns: list[BatchRecord]) -> ItemRecord
             else round(sum(t["latency_s"] for t in turns), 3),
             "cost_usd": sum_costs(costs),
             "escalated": _escalated(turns) if ok else None,
+            "cut_off": any(t.get("cut_off") for t in turns),
             "judgments": [],
         }
     )

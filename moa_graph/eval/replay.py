@@ -150,6 +150,8 @@ def replay_item(
         reference=item.reference, score=None, correct=None, preference=None,
         length=len(text or ""), tokens=tokens, calls=len(used), latency_s=None, cost_usd=None,
         escalated=escalated if replay.kind == "cascade" and ok else None, judgments=[],
+        cut_off=ok and chosen is not None and any(
+            p.get("cut_off") for p in used if p["index"] == chosen.index),
     )  # fmt: skip
 
 

@@ -62,6 +62,8 @@ class SystemResult:
             results (an optimistic baseline); else None.
         escalation_rate: For a system with a cascade: the share of its answered items that
             went past the first stage to the MoA; else None.
+        cut_off: Items whose answer stopped at ``max_tokens`` (scored as they are: raise
+            ``max_tokens`` when it is many).
     """
 
     name: str
@@ -80,6 +82,7 @@ class SystemResult:
     latency_p95_s: float | None
     chosen_from: str | None = None
     escalation_rate: float | None = None
+    cut_off: int = 0
 
 
 @dataclass
@@ -345,6 +348,7 @@ def _system_result(
         escalation_rate=_mean(escalated) if (escalated := [
             float(flag) for r in rows if (flag := r.get("escalated")) is not None
         ]) else None,
+        cut_off=sum(bool(r.get("cut_off")) for r in rows),
     )  # fmt: skip
 
 

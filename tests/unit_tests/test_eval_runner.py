@@ -274,3 +274,25 @@ async def test_the_report_gives_each_cascades_escalation_rate(server, tmp_path: 
     # 2; then 2 + 2 voters: the first stage's answer of a stands for one of the 3 a voters
     assert (agrees.calls_per_item, splits.calls_per_item) == (2, 4)
     assert "splits: the cascade escalated to the MoA on 100% of the items" in render(report)
+
+
+async def test_answers_cut_off_at_max_tokens_are_counted_per_system(monkeypatch, tmp_path) -> None:
+    from tests.scripted_openai_server import CutOff
+
+    def script(body: dict[str, Any]) -> Any:
+        answer = system_answer(body)
+        return CutOff(answer) if body["model"] == "a" else answer
+
+    cut = ScriptedOpenAIServer(script).start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", cut.url)
+    try:
+        suite = jsonl(tmp_path / "s.jsonl", [{"prompt": f"q {i}", "reference": i + 1}
+                                             for i in range(3)])  # fmt: skip
+        report = await arun_eval(suite, [A, B])
+    finally:
+        cut.stop()
+    by_name = {s.name: s for s in report.systems}
+    assert (by_name[A].cut_off, by_name[B].cut_off) == (3, 0)
+    assert "single:openai:a: 3 of 3 answers stopped at max_tokens" in render(report)
+    assert all(r["cut_off"] == (r["system"] == A) for r in report.records)

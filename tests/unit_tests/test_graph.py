@@ -9,6 +9,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from moa_graph import (
     AGGREGATE_AND_SYNTHESIZE_PROMPT,
+    DegradedAnswer,
     MoAConfigError,
     MoAContext,
     ProposerQuorumError,
@@ -121,7 +122,8 @@ async def test_failed_proposer_is_recorded_and_left_out_of_references() -> None:
     agg = ScriptedChatModel(reply="final")
     graph = build_moa_graph(proposers=[bad, ok, empty], aggregator=agg).compile()
 
-    out = await graph.ainvoke(QUESTION)
+    with pytest.warns(DegradedAnswer, match=r"from 1 of 3 proposals; failed: broken: Runtime"):
+        out = await graph.ainvoke(QUESTION)
 
     records = {p["model"]: p for p in out["proposals"]}
     assert records["broken"]["content"] is None

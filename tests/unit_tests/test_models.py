@@ -94,3 +94,26 @@ def test_made_says_when_creating_a_runs_models_cannot_block(monkeypatch) -> None
     assert ModelSource([[load_chat_model("openai:p", temperature=0, max_tokens=8)]], None).made(
         ctx
     )  # instances need nothing made but the aggregator
+
+
+def test_two_event_loops_in_one_script_both_get_answers() -> None:
+    """Two ``asyncio.run`` in one process, over kept-alive connections (a hosted API's)."""
+    import asyncio
+
+    from moa_graph import MoAContext, build_moa_graph
+    from tests.scripted_openai_server import ScriptedOpenAIServer
+
+    server = ScriptedOpenAIServer(keep_alive=True).start()
+    graph = build_moa_graph().compile()
+    context = MoAContext(proposers=["openai:p", "openai:q"], aggregator="openai:agg", retries=0)
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("OPENAI_API_KEY", "test-key")
+            env.setenv("OPENAI_BASE_URL", server.url)
+            runs = [asyncio.run(graph.ainvoke({"messages": [("user", "hi")]}, context=context))
+                    for _ in range(2)]  # fmt: skip
+    finally:
+        server.stop()
+    for out in runs:
+        assert [p["status"] for p in out["proposals"]] == ["ok", "ok"], out["proposals"]
+        assert out["messages"][-1].text.startswith("answer from agg")
