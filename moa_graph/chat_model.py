@@ -26,7 +26,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph.state import CompiledStateGraph
-from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from moa_graph.answer_stream import RunFinished, astream_answer, stream_answer
 from moa_graph.context import MoAContext
@@ -63,8 +63,9 @@ class ChatMoA(BaseChatModel):
     layer), and ``degraded``: True when fewer proposals than asked went into the answer.
 
     Raises:
-        pydantic.ValidationError: An unknown argument, or a run setting (``temperature``,
-            ``max_tokens``, ...) given to ``ChatMoA`` instead of its ``context``.
+        MoAConfigError: A run setting (``temperature``, ``max_tokens``, ...) or a model spec
+            given to ``ChatMoA`` instead of its ``context``.
+        pydantic.ValidationError: An unknown argument.
         MoAConfigError: Bad settings, before any model is called (when the run starts).
         ProposerQuorumError, AggregatorError: The run failed; ``records`` keeps the proposals.
     """
@@ -77,20 +78,9 @@ class ChatMoA(BaseChatModel):
     model_name: str = "moa"
     _graph: CompiledStateGraph[Any, Any, Any, Any] = PrivateAttr()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _settings_go_in_the_context(cls, values: Any) -> Any:
-        """Refuse run settings given as arguments: they belong in ``context``, named."""
-        if isinstance(values, dict):
-            context_fields = {f.name for f in dataclasses.fields(MoAContext)}
-            settings = (context_fields & set(values)) - set(cls.model_fields)
-            if settings:
-                names = ", ".join(sorted(settings))
-                raise MoAConfigError(
-                    f"ChatMoA({names}=...): run settings go in the context: "
-                    f"ChatMoA(context=MoAContext({names}=...))"
-                )
-        return values
+    def __init__(self, **data: Any):
+        _check_arguments(data, set(type(self).model_fields))
+        super().__init__(**data)
 
     def model_post_init(self, context: Any, /) -> None:
         """Build the graph once: every call of this model runs it; declare what it can do."""
@@ -252,6 +242,29 @@ class ChatMoA(BaseChatModel):
         if kwargs.get("tools"):
             return settings.with_tools(kwargs["tools"], kwargs.get("tool_choice"))
         return settings
+
+
+def _check_arguments(values: dict[str, Any], own: set[str]) -> None:
+    """Refuse specs as model instances and run settings as arguments: they go in ``context``.
+
+    Raises:
+        MoAConfigError: Naming what to write instead.
+    """
+    given = values.get("proposers") or []
+    specs = [*given, values.get("aggregator")] if isinstance(given, list) else []
+    if any(isinstance(v, str | dict) for v in specs):
+        raise MoAConfigError(
+            "ChatMoA(proposers=..., aggregator=...) take chat model instances; model specs "
+            "('openai:gpt-4o-mini') go in the context: "
+            "ChatMoA(context=MoAContext(proposers=[...], aggregator=...))"
+        )
+    settings = ({f.name for f in dataclasses.fields(MoAContext)} & set(values)) - own
+    if settings:
+        names = ", ".join(sorted(settings))
+        raise MoAConfigError(
+            f"ChatMoA({names}=...): run settings go in the context: "
+            f"ChatMoA(context=MoAContext({names}=...))"
+        )
 
 
 def _parsed_or_raise(result: dict[str, Any]) -> Any:

@@ -1,9 +1,10 @@
 """Per-run settings of the MoA graph: the `context_schema` Studio shows as assistant settings."""
 
 import dataclasses
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self, get_args
+from typing import Any, Literal, Self, cast, get_args
 
 from moa_graph.environment import fill_from_environment
 from moa_graph.errors import MoAConfigError
@@ -33,8 +34,25 @@ _FORMATS: tuple[str, ...] = get_args(ReferenceFormat)
 _FEWER: tuple[str, ...] = get_args(FewerProposals)
 
 
+class _NamedFields(type):
+    """Refuse unknown settings by name, with the closest field, before the dataclass runs.
+
+    LangGraph turns a dict context into the schema with ``MoAContext(**context)``; a typo would
+    otherwise be Python's bare ``TypeError``.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        known = [f.name for f in dataclasses.fields(cast(Any, cls))]
+        for name in kwargs:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f": did you mean {close[0]!r}?" if close else f"; it takes {sorted(known)}"
+                raise MoAConfigError(f"{name!r} is not a {cls.__name__} setting{hint}")
+        return super().__call__(*args, **kwargs)
+
+
 @dataclass(kw_only=True)
-class MoAContext:
+class MoAContext(metaclass=_NamedFields):
     """Settings of one MoA run, passed as ``graph.ainvoke(inputs, context=MoAContext(...))``.
 
     A dict with the same keys works too. A field left at its default is read from the

@@ -11,6 +11,7 @@ any call), with an error that names the variable to set.
 """
 
 import asyncio
+import difflib
 import functools
 import json
 import os
@@ -150,6 +151,7 @@ def _load(
         # langchain-openai sends the limit only as `max_completion_tokens`, which
         # llama-cpp-python's server (and other OpenAI-compatible servers) ignore.
         kwargs["extra_body"] = {**kwargs.get("extra_body", {}), "max_tokens": max_tokens}
+    _check_settings(spec, provider, model_kwargs)
     try:
         chat_model: BaseChatModel
         if provider == LOCAL_PROVIDER:
@@ -280,6 +282,65 @@ def _usage_chunk(input_tokens: int, output_tokens: int) -> ChatGenerationChunk:
         total_tokens=input_tokens + output_tokens,
     )
     return ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage))
+
+
+def _check_settings(spec: str, provider: str, settings: dict[str, Any]) -> None:
+    """Refuse a spec's settings its provider's chat model does not take, before any call.
+
+    The OpenAI SDK would fail at the first call with a bare ``TypeError`` (``temp=0.5``);
+    providers not known here are left to their own checks.
+
+    Raises:
+        MoAConfigError: Naming the setting, the closest valid one, and the valid ones.
+    """
+    known = _settings_of(provider)
+    for key in settings:
+        if known is not None and key not in known:
+            close = [k for k in sorted(known) if k.startswith(key)] or difflib.get_close_matches(
+                key, sorted(known), n=1
+            )
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise MoAConfigError(
+                f"{spec!r}: {key}= is not a setting of its chat model; {hint}it takes "
+                f"{', '.join(sorted(known))} (server-specific keys go in extra_body)"
+            )
+
+
+@functools.cache
+def _settings_of(provider: str) -> frozenset[str] | None:
+    """The constructor arguments (names and aliases) of a provider's chat model, if known."""
+    if provider in (LOCAL_PROVIDER, "openai"):
+        fields = ChatOpenAI.model_fields
+    elif provider == "bedrock_converse":
+        from langchain_aws import ChatBedrockConverse  # only Bedrock users pay for importing it
+
+        fields = ChatBedrockConverse.model_fields
+    else:
+        return None
+    names = {*fields, *(f.alias for f in fields.values() if f.alias)}
+    return frozenset(names - _INTERNAL)
+
+
+_INTERNAL = frozenset(
+    {"client", "async_client", "root_client", "root_async_client", "callbacks", "cache",
+     "verbose", "tags", "metadata", "custom_get_token_ids", "rate_limiter", "profile", "name",
+     "callback_manager", "output_version"}
+)  # fmt: skip
+"""Chat model fields that are LangChain's machinery, not a model's settings."""
+
+
+def missing_credentials(model: str) -> str | None:
+    """Return what a model's provider lacks (which variable to set), or None when it has it.
+
+    Args:
+        model: Model text, ``"provider:model"``.
+    """
+    provider = model.split(":", 1)[0]
+    try:
+        _require_credentials(provider, model)
+    except MissingCredentials as exc:
+        return str(exc)
+    return None
 
 
 def _require_credentials(provider: str, spec: str) -> None:

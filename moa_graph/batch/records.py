@@ -14,9 +14,9 @@ from langchain_core.messages import convert_to_messages
 from langgraph.graph.state import CompiledStateGraph
 from typing_extensions import TypedDict
 
-from moa_graph.batch.rows import Row
+from moa_graph.batch.rows import InputError, Row
 from moa_graph.context import MoAContext
-from moa_graph.errors import AggregatorError, AnswerDoesNotFit, MoAConfigError, ProposerQuorumError
+from moa_graph.errors import AggregatorError, AnswerDoesNotFit, ProposerQuorumError
 from moa_graph.layers import SEED_RANGE
 from moa_graph.run_summary import summarize
 from moa_graph.state import Aggregation, Proposal, Usage
@@ -107,7 +107,7 @@ async def run_pair(
     start = time.perf_counter()
     try:
         if row.error is not None:
-            raise MoAConfigError(row.error)
+            raise InputError(row.error)
         messages = convert_to_messages(row.messages)
         out: dict[str, Any] = {}
         cached = 0  # proposer calls answered by the node cache: they took no time here
@@ -165,6 +165,12 @@ def typed_record(record: BatchRecord, schema: AnswerSchema) -> BatchRecord:
                           "model": aggregation["model"] if aggregation else None}  # fmt: skip
         typed.pop("cached_calls", None)
     return typed
+
+
+def error_type(record: BatchRecord) -> str | None:
+    """Return the kind of a failed record's error (``"InputError"``, ...), else None."""
+    error = record.get("error")
+    return error["type"] if error else None
 
 
 def error_record(

@@ -30,12 +30,21 @@ RESERVED = frozenset(
 prompt fields) is refused before any call."""
 
 
+class InputError(MoAConfigError):
+    """A row of the input cannot run (no prompt, not JSON, ...): fix the input file.
+
+    Its record is an error record of this type; the next run reads the row again (fixed or
+    not) instead of keeping the old error.
+    """
+
+
 @dataclass(frozen=True)
 class Row:
     """One input row.
 
     Attributes:
-        index: 0-based position in the input.
+        index: 0-based position in the input: every message names a row by it, as the output
+            record's ``row`` does (blank lines are not rows).
         id: The row's id (its id field, else its index), as text.
         messages: The conversation, OpenAI-style (``[{"role": "user", "content": ...}]``).
         prompt: The prompt text when the row gave one, else None.
@@ -151,7 +160,9 @@ def _jsonl(lines: io.TextIOBase | Any, fields: Fields) -> Iterator[Row]:
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield Row(index, str(index), [], error=f"input line {number} is not JSON: {exc}")
+            yield Row(
+                index, str(index), [], error=f"row {index} (line {number}) is not JSON: {exc}"
+            )
         else:
             yield row_or_error(index, item, fields)
         index += 1

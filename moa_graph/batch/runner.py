@@ -20,8 +20,8 @@ from langgraph.cache.sqlite import SqliteCache
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import BaseModel
 
-from moa_graph.batch.records import BatchRecord, run_pair, typed_record
-from moa_graph.batch.rows import Row, row_or_error
+from moa_graph.batch.records import BatchRecord, error_type, run_pair, typed_record
+from moa_graph.batch.rows import InputError, Row, row_or_error
 from moa_graph.batch.store import RecordStore
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
@@ -172,16 +172,19 @@ class BatchRunner:
         self.store = RecordStore(output) if output else None
         self._done: set[str] = set()
         if self.store is not None:
-            self.store.check_settings(self.settings_hash)
+            self.store.check_settings(self.settings, self.settings_hash)
             failed: set[str] = set()
+            unread: set[str] = set()  # rows the input could not give: read them again
             for record in self.store.records():
                 if record.get("status") == "ok" and resume:
                     self._done.add(record["key"])
                 elif record.get("status") == "error":
-                    failed.add(record["key"])
+                    unreadable = error_type(record) == InputError.__name__
+                    (unread if unreadable else failed).add(record["key"])
             if retry_failed or not resume:
-                self.store.drop(failed)
+                self.store.drop(failed | unread)
             else:
+                self.store.drop(unread)
                 self._done |= failed
         self._owns_executor = executor is None
         self.executor: PairExecutor = executor or LocalPairs(
@@ -196,8 +199,12 @@ class BatchRunner:
         )
 
     def pair_key(self, row: Row, sample: int) -> str:
-        """Return the key of one (row, sample): a hash of its input, the settings, the sample."""
-        return _digest([row.messages, self.settings_hash, sample])[:32]
+        """Return the key of one (row, sample): a hash of its input, the settings, the sample.
+
+        A row that cannot be read has no messages: its position and error stand for them.
+        """
+        given = row.messages if row.error is None else [row.index, row.error]
+        return _digest([given, self.settings_hash, sample])[:32]
 
     async def run(self, rows: Iterable[Row] | AsyncIterable[Row]) -> AsyncIterator[BatchRecord]:
         """Yield one record per (row, sample) run, in completion order; skip finished ones.

@@ -40,19 +40,24 @@ class RecordStore:
         """Yield the records already in the journal, cutting off a torn last line."""
         return cast(Iterator[BatchRecord], self._journal.records())
 
-    def check_settings(self, settings_hash: str) -> None:
-        """Refuse to add to an output made with other settings.
+    def check_settings(self, settings: dict[str, Any], settings_hash: str) -> None:
+        """Refuse to add to an output made with other settings; name the ones that differ.
 
         Raises:
             MoAConfigError: The manifest beside the output names another settings hash.
         """
         if not self.manifest.exists():
             return
-        previous = json.loads(self.manifest.read_text()).get("settings_hash")
+        manifest = json.loads(self.manifest.read_text())
+        previous = manifest.get("settings_hash")
         if previous and previous != settings_hash:
+            before = manifest.get("settings") or {}
+            now = json.loads(json.dumps(settings, default=str))  # as the manifest holds it
+            changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
+            which = ", ".join(changed) or "the input fields or the schema"
             raise MoAConfigError(
-                f"{self.output} was made with other settings (or input fields): its rows "
-                "cannot be reused. Write to another -o, or delete the output and its "
+                f"{self.output} was made with other settings ({which} differ): its rows cannot "
+                "be reused. Write to another -o, or delete the output and its "
                 f"{self.manifest.name} to start again"
             )
 

@@ -34,7 +34,12 @@ def add_parsers(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     ask.add_argument(
         "--json", action="store_true", help="print one JSON object: answer, proposals, usage"
     )
-    commands.add_parser("chat", parents=parents, help="multi-turn chat in the terminal")
+    chat = commands.add_parser("chat", parents=parents, help="multi-turn chat in the terminal")
+    for command in (ask, chat):
+        command.add_argument(
+            "--show-proposals", action="store_true",
+            help="print every proposal to stderr as it arrives",
+        )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

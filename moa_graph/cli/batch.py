@@ -10,11 +10,13 @@ import json
 import math
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from moa_graph.batch.estimate import estimate
 from moa_graph.batch.progress import Progress
-from moa_graph.batch.rows import Fields, Row, count_rows, read_rows, select_rows
+from moa_graph.batch.records import error_type
+from moa_graph.batch.rows import Fields, InputError, Row, count_rows, read_rows, select_rows
 from moa_graph.batch.runner import BatchRunner, PairExecutor, StopRule
 from moa_graph.cli.options import add_call_arguments, context_from
 from moa_graph.context import MoAContext
@@ -91,7 +93,11 @@ def run(args: argparse.Namespace) -> int:
     fields = Fields(prompt=args.prompt_field, messages=args.messages_field, id=args.id_field)
     shard = _shard(args.shard)
     prices = read_prices(args.prices) if args.prices else None
+    if args.input != "-" and not Path(args.input).is_file():
+        raise MoAConfigError(f"input {args.input} not found")
     total = count_rows(args.input, args.limit, shard)
+    if total == 0:
+        raise MoAConfigError(f"input {args.input} has no rows: nothing to do")
     rows = select_rows(read_rows(args.input, fields), args.limit, shard)
     if args.dry_run:
         print(json.dumps(estimate(context, rows, args.samples, prices), indent=2))
@@ -131,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
     assert runner.store is not None
     counts = _write_manifest(runner, args, started)
     stats = runner.stats
+    if stats.ok + stats.failed + stats.skipped == 0:
+        raise MoAConfigError(f"input {args.input} has no rows: nothing to do")
+    unread = counts["unread"]
     print(
         f"moa-graph: batch {'stopped early after ' + stats.stopped if stats.stopped else 'done'}: "
         f"{stats.ok} ok"
@@ -138,9 +147,12 @@ def run(args: argparse.Namespace) -> int:
         + f", {stats.failed} failed, {stats.skipped} already done; output has "
         f"{counts['ok']} ok and {counts['error']} error records: {runner.store.output} "
         f"(manifest {runner.store.manifest})"
-        + (". Re-run with --retry-failed to redo the failed rows" if counts["error"] else ""),
+        + (f". {unread} rows could not be read from the input (their records say why): fix "
+           "the file and run again, those rows are read anew" if unread else "")
+        + (". Re-run with --retry-failed to redo the failed runs"
+           if counts["error"] > unread else ""),
         file=sys.stderr,
-    )
+    )  # fmt: skip
     if stats.stopped:
         return 1
     tolerated = stop.max_failures is not None or stop.max_failure_rate is not None
@@ -173,6 +185,7 @@ def _write_manifest(runner: BatchRunner, args: argparse.Namespace, started: str)
     counts = {
         "ok": sum(r["status"] == "ok" for r in records),
         "error": sum(r["status"] == "error" for r in records),
+        "unread": sum(error_type(r) == InputError.__name__ for r in records),
     }
     costs: list[float | None] = [r.get("cost_usd") for r in records if r["status"] == "ok"]
     runner.store.write_manifest(
@@ -187,7 +200,7 @@ def _write_manifest(runner: BatchRunner, args: argparse.Namespace, started: str)
                 "tpm": runner.context.tpm,
                 "retries": runner.context.retries,
             },
-            "records": counts,
+            "records": {"ok": counts["ok"], "error": counts["error"]},
             "this_run": {
                 "ok": runner.stats.ok,
                 "failed": runner.stats.failed,

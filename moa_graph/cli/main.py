@@ -7,6 +7,7 @@ to go on; a second Ctrl-C exits at once.
 """
 
 import argparse
+import difflib
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import traceback
 import warnings
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any, NoReturn
 
 from moa_graph import sync
 from moa_graph.cli import ask, batch, eval, serve
@@ -71,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
     """Return the parser of every command (the CLI reference is its ``--help``)."""
     models = model_options()
     common = run_options(models)
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="moa-graph",
         description="Mixture-of-Agents: several proposers answer, an aggregator synthesizes.",
         epilog="Settings not given fall back to MOA_* environment variables, then defaults.",
@@ -87,5 +89,37 @@ def parser() -> argparse.ArgumentParser:
 def _fail(status: int, message: str, debug: bool) -> int:
     if debug:
         traceback.print_exc()
-    print(f"moa-graph: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr)
+    print(f"moa-graph: {message or 'failed'}", file=sys.stderr)
     return status
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a misspelled option (its subcommands are ones too)."""
+
+    _words: tuple[str, ...] = ()
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """Parse as argparse does, keeping the words for `error`."""
+        self._words = tuple(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and the error, with the closest known option; exit 2."""
+        known = [s for p in _parsers(self) for a in p._actions for s in a.option_strings]
+        for word in self._words:
+            name = word.split("=", 1)[0]
+            if name.startswith("--") and name not in known:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+                if close:
+                    message += f" (did you mean {close[0]}?)"
+                    break
+        super().error(message)
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """`parser` and its subcommands' parsers."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found += list(action.choices.values())
+    return found

@@ -58,9 +58,6 @@ def run_options(models: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     add("--seed", type=int, help="derive every call's seed from this (default: fresh seeds)")
     add("--first-k", type=int, help="go on once this many proposers of a layer have answered")
-    add(
-        "--show-proposals", action="store_true", help="print every proposal to stderr as it arrives"
-    )
     return common
 
 

@@ -2,7 +2,7 @@
 
 import argparse
 import os
-from pathlib import Path
+import sys
 from typing import Any
 
 from moa_graph.errors import MoAConfigError
@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from moa_graph.serving.catalog import (
-            ASSISTANTS_FILE,
             WORKERS_ENV,
+            assistants_file,
             local_models,
             served_models,
         )
@@ -56,17 +56,23 @@ def run(args: argparse.Namespace) -> int:
             f"moa-graph serve needs FastAPI and uvicorn ({exc}): pip install 'moa-graph[serve]'"
         ) from None
     os.environ[WORKERS_ENV] = str(workers)  # the workers divide rpm/tpm by it
-    if workers > 1 and not os.environ.get(BASE_URL_ENV):
+    catalog = served_models(assistants_file())
+    local = sorted(local_models(catalog))
+    if workers > 1 and local and not os.environ.get(BASE_URL_ENV):
         # One embedded server for all workers (each would otherwise start its own).
-        catalog = served_models(Path(os.environ.get("MOA_SERVE_ASSISTANTS", ASSISTANTS_FILE)))
-        local = sorted(local_models(catalog))
         if len(local) > 1:
             raise MoAConfigError(
                 f"--workers {workers} shares one embedded model, but the served models use "
                 f"{local}: serve one, or run your own server and set {BASE_URL_ENV}"
             )
-        if local:
-            os.environ[BASE_URL_ENV] = local_base_url(local[0])
+        os.environ[BASE_URL_ENV] = local_base_url(local[0])
+    key = "needs MOA_API_KEY" if os.environ.get("MOA_API_KEY") else "open (no MOA_API_KEY)"
+    print(
+        f"moa-graph serve: http://{host}:{port}/v1 ({workers} worker"
+        f"{'s' * (workers > 1)}, {key}); models: {', '.join(catalog)}",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(
         "moa_graph.serving.app:app", host=host, port=port, workers=workers, log_level="warning",
         http=DeadlineProtocol,  # deadlines for a request's head and body, bounded connections

@@ -8,8 +8,8 @@ uvicorn) outside ``langgraph dev``.
 
 Settings: ``MOA_API_KEY`` (a bearer key; unset = open), ``MOA_MAX_CONCURRENT_REQUESTS``
 (default 16 per worker; more get 429), ``MOA_SERVE_HEARTBEAT_S`` (default 0.5),
-``MOA_SERVE_ASSISTANTS`` (default ``studio/assistants.json`` when it exists: its ``moa``
-assistants become models). What a request's ``moa`` object may set, and every request's
+``MOA_SERVE_ASSISTANTS`` (a studio/assistants.json file whose ``moa`` assistants become models;
+unset: none). What a request's ``moa`` object may set, and every request's
 budget, are the operator's: ``MOA_SERVE_ALLOW_FIELDS``, ``MOA_SERVE_ALLOW_MODELS`` and
 ``MOA_SERVE_MAX_*`` (`moa_graph.trust`; README "The trust boundary").
 """

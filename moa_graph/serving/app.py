@@ -15,7 +15,6 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -42,9 +41,9 @@ from moa_graph.graph import build_moa_graph
 from moa_graph.json_schema import SchemaTooCostly
 from moa_graph.run_summary import RunSummary, summarize
 from moa_graph.serving.catalog import (
-    ASSISTANTS_FILE,
     WORKERS_ENV,
     ServedModel,
+    assistants_file,
     find_model,
     model_card,
     report_oversized,
@@ -73,8 +72,8 @@ def create_app(
 
     Args:
         graph: The compiled MoA graph to run; default ``build_moa_graph().compile()``.
-        models: The model ids served; default `served_models` of ``MOA_SERVE_ASSISTANTS``
-            (or studio/assistants.json in the working directory when it exists).
+        models: The model ids served; default `served_models` with the saved assistants of
+            ``MOA_SERVE_ASSISTANTS`` (none when it is unset).
         policy: What a request may set and its budgets; default
             `moa_graph.trust.RequestPolicy.from_environment` (``MOA_SERVE_*``). A served model
             whose own settings are over the budgets is logged as a warning here.
@@ -84,8 +83,7 @@ def create_app(
         ``POST /v1/chat/completions``.
     """
     moa: CompiledStateGraph[Any, Any, Any, Any] = graph or build_moa_graph().compile(name="moa")
-    default_file = os.environ.get("MOA_SERVE_ASSISTANTS", ASSISTANTS_FILE)
-    catalog = models if models is not None else served_models(Path(default_file))
+    catalog = models if models is not None else served_models(assistants_file())
     policy = policy or RequestPolicy.from_environment()
     workers = int(os.environ.get(WORKERS_ENV, "1"))
     report_oversized(catalog, policy)

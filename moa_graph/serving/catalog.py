@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -13,14 +14,17 @@ from openai.types import Model
 
 from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError
+from moa_graph.models import missing_credentials
 from moa_graph.presets import PRESET_DESCRIPTIONS, PRESETS
 from moa_graph.serving.errors import APIError
+from moa_graph.state import FIRST_STAGE
 from moa_graph.trust import RequestPolicy
 
 log = logging.getLogger(__name__)
 
-ASSISTANTS_FILE = "studio/assistants.json"
-"""Saved Studio assistants served as models when ``MOA_SERVE_ASSISTANTS`` is unset."""
+ASSISTANTS_ENV = "MOA_SERVE_ASSISTANTS"
+"""A studio/assistants.json file whose ``moa`` assistants are served as models too (unset:
+none; what is served never depends on the working directory)."""
 
 WORKERS_ENV = "MOA_SERVE_WORKERS"
 """Server processes of ``moa-graph serve --workers``, set by the command for every worker."""
@@ -54,6 +58,9 @@ class ServedModel:
 def served_models(assistants: Path | None = None) -> dict[str, ServedModel]:
     """Return the models: ``moa`` (default settings), one per preset, one per saved assistant.
 
+    A model whose provider credentials are missing (a saved assistant on Together without
+    ``OPENAI_API_KEY``, say) is left out, with a warning in the log naming what to set.
+
     Args:
         assistants: A studio/assistants.json file; each ``moa`` assistant becomes a model whose
             id is its name in lower case with dashes (``"Vote (local)"`` is ``vote-local``).
@@ -61,7 +68,9 @@ def served_models(assistants: Path | None = None) -> dict[str, ServedModel]:
     models = {"moa": ServedModel("moa", "MoA with the server's default settings (MOA_*)")}
     for preset, model_id in PRESET_MODEL_IDS.items():
         models[model_id] = ServedModel(model_id, PRESET_DESCRIPTIONS[preset], preset=preset)
-    if assistants is not None and assistants.is_file():
+    if assistants is not None:
+        if not assistants.is_file():
+            raise MoAConfigError(f"{ASSISTANTS_ENV}={assistants}: no such file")
         for entry in json.loads(assistants.read_text()):
             # A run paused for review needs a thread; the API is stateless.
             if entry.get("graph_id") == "moa" and not entry["context"].get("review"):
@@ -69,7 +78,28 @@ def served_models(assistants: Path | None = None) -> dict[str, ServedModel]:
                 models[model_id] = ServedModel(
                     model_id, entry.get("description", ""), settings=entry["context"]
                 )
-    return models
+    available = {}
+    for model_id, served in models.items():
+        lacking = _lacking(served)
+        if lacking is None:
+            available[model_id] = served
+        else:
+            log.warning("model %r is not served: %s", model_id, lacking)
+    return available
+
+
+def assistants_file() -> Path | None:
+    """Return the file ``MOA_SERVE_ASSISTANTS`` names, or None when it is unset."""
+    named = os.environ.get(ASSISTANTS_ENV, "").strip()
+    return Path(named) if named else None
+
+
+def _lacking(served: ServedModel) -> str | None:
+    """What a served model's providers lack (the first missing credential), or None."""
+    ctx = served.context({})
+    specs = [ctx.aggregator_spec(), *ctx.proposer_specs(FIRST_STAGE)]
+    specs += [s for k in range(1, ctx.rounds + 1) for s in ctx.proposer_specs(k)]
+    return next((m for s in specs if (m := missing_credentials(s.model))), None)
 
 
 def model_card(served: ServedModel) -> Model:

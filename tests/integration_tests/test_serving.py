@@ -142,6 +142,22 @@ def test_unknown_model_is_404(url: str) -> None:
     assert caught.value.body["code"] == "model_not_found"
 
 
+def test_serve_says_where_it_listens_and_serves_no_file_of_the_working_directory(
+    upstream: Upstream, tmp_path
+) -> None:
+    log = tmp_path / "serve.log"
+    server = start_server(upstream, log=log)  # run from the repository: studio/ is right here
+    served = next(server)
+    try:
+        ids = {m.id for m in client(served).models.list()}
+    finally:
+        next(server, None)
+    first = log.read_text().splitlines()[0]
+    assert first.startswith(f"moa-graph serve: {served} (1 worker, open (no MOA_API_KEY))")
+    assert "moa-lite" in ids and "vote-local" not in ids  # no saved assistant unless named
+    assert all(model in first for model in ids)
+
+
 def test_a_failed_run_is_500_runs_once_and_its_details_stay_in_the_log(
     upstream: Upstream, tmp_path
 ) -> None:

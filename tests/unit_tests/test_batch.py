@@ -141,8 +141,10 @@ async def test_changed_settings_never_reuse_rows(key, server, tmp_path: Path) ->
     output = str(tmp_path / "out.jsonl")
     runner = BatchRunner(context=context_for(server), output=output)
     [r async for r in runner.run(_rows(["a"]))]
-    RecordStore(output).write_manifest({"settings_hash": runner.settings_hash})
-    with pytest.raises(MoAConfigError, match="made with other settings"):
+    RecordStore(output).write_manifest(
+        {"settings_hash": runner.settings_hash, "settings": runner.settings}
+    )
+    with pytest.raises(MoAConfigError, match=r"made with other settings \(temperature differ"):
         BatchRunner(context=context_for(server, temperature=0.1), output=output)
     # Limits change how calls are made, not their answers: the rows are reused.
     same = BatchRunner(context=context_for(server, rpm={"openai": 6000}), output=output)
@@ -216,7 +218,7 @@ def test_read_rows_by_field_names(tmp_path: Path) -> None:
     )
     rows = list(read_rows(source, Fields(prompt="text", id="key")))
     assert (rows[0].id, rows[0].prompt) == ("k1", "one")
-    assert rows[1].error.startswith("input line 2 is not JSON")
+    assert rows[1].error.startswith("row 1 (line 2) is not JSON")
     chats = list(read_rows(source, Fields(messages="chat", id="key")))
     assert chats[2].messages == [{"role": "user", "content": "three"}]
 

@@ -98,3 +98,70 @@ def test_an_answer_from_a_shrunken_panel_is_warned_about(
         server.stop()
     summary = json.loads(capsys.readouterr().out)
     assert (summary["proposals_answered"], summary["degraded"]) == (1, True)
+
+
+def test_a_misspelled_option_gets_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["ask", "--tempreature", "0.5", "What is 2 + 2?"])
+    assert exited.value.code == 2
+    assert "did you mean --temperature?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["batch", "rows.jsonl", "-o", "out.jsonl", "--show-proposals"])  # ask's only
+    assert "unrecognized arguments: --show-proposals" in capsys.readouterr().err
+
+
+def test_the_whole_error_is_printed(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "unused")
+    assert cli.main(["ask", "hi", "--proposer", "openai:m temp=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "temp= is not a setting of its chat model; did you mean 'temperature'?" in err
+
+
+def test_settings_by_name_or_a_clear_error() -> None:
+    from moa_graph import ChatMoA, MoAConfigError, MoAContext, build_moa_graph
+
+    with pytest.raises(MoAConfigError, match="'roundz' is not a MoAContext setting: did you mean "
+                       "'rounds'"):  # fmt: skip
+        build_moa_graph().compile().invoke({"messages": [("user", "hi")]}, context={"roundz": 2})
+    with pytest.raises(MoAConfigError, match=r"model specs .* go in the context"):
+        ChatMoA(proposers=["openai:gpt-4o-mini"])
+    assert MoAContext(rounds=2).rounds == 2
+
+
+@pytest.fixture
+def rows_dir(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", "unused")
+    return tmp_path
+
+
+def test_batch_input_errors_leave_nothing_and_say_how_to_fix(rows_dir, capsys) -> None:
+    assert cli.main(["batch", "missing.jsonl", "-o", "out.jsonl", "--no-progress"]) == 2
+    assert "input missing.jsonl not found" in capsys.readouterr().err
+    assert list(rows_dir.iterdir()) == []  # no stray output, journal or cache
+    (rows_dir / "empty.jsonl").write_text("\n")
+    assert cli.main(["batch", "empty.jsonl", "-o", "out.jsonl", "--no-progress"]) == 2
+    assert "has no rows" in capsys.readouterr().err
+
+
+def test_a_fixed_input_file_is_read_again(rows_dir, capsys, monkeypatch) -> None:
+    server = ScriptedOpenAIServer(lambda body: "42").start()
+    monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+    try:
+        rows = rows_dir / "rows.jsonl"
+        rows.write_text('{"prompt": "a?"}\n{"question_typo": "b?"}\n')
+        argv = ["batch", str(rows), "-o", "out.jsonl", "--no-progress", "--proposer", "openai:p",
+                "--aggregator", "openai:p"]  # fmt: skip
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert "1 rows could not be read from the input" in err and "--retry-failed" not in err
+        records = [json.loads(x) for x in (rows_dir / "out.jsonl").read_text().splitlines()]
+        [unread] = [r for r in records if r["status"] == "error"]
+        assert unread["error"]["type"] == "InputError" and unread["row"] == 1
+        assert "row 1 has no prompt" in unread["error"]["message"]
+        rows.write_text('{"prompt": "a?"}\n{"prompt": "b?"}\n')
+        assert cli.main(argv) == 0
+        records = [json.loads(x) for x in (rows_dir / "out.jsonl").read_text().splitlines()]
+        assert sorted((r["row"], r["status"]) for r in records) == [(0, "ok"), (1, "ok")]
+    finally:
+        server.stop()
