@@ -33,7 +33,7 @@ def test_killed_batch_resumes_without_losing_or_repeating_rows(tmp_path: Path) -
     server = ScriptedOpenAIServer(lambda body: "The answer is 42.", delay_s=0.05).start()
     source, output = tmp_path / "rows.jsonl", tmp_path / "out.jsonl"
     source.write_text("".join(json.dumps({"id": f"r{i}", "prompt": f"q{i}?"}) + "\n"
-                              for i in range(200)))  # fmt: skip
+                              for i in range(120)))  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOA_")}
     env.update(OPENAI_API_KEY="test", OPENAI_BASE_URL=server.url, MOA_AGGREGATOR="openai:agg",
                MOA_PROPOSERS="openai:m,openai:m,openai:m")  # fmt: skip
@@ -41,7 +41,7 @@ def test_killed_batch_resumes_without_losing_or_repeating_rows(tmp_path: Path) -
     try:
         first = batch(*argv, env=env)
         deadline = time.monotonic() + 120
-        while lines(output) < 100:
+        while lines(output) < 60:
             assert first.poll() is None, first.stderr.read() if first.stderr else ""
             assert time.monotonic() < deadline
             time.sleep(0.02)
@@ -57,9 +57,9 @@ def test_killed_batch_resumes_without_losing_or_repeating_rows(tmp_path: Path) -
     finally:
         server.stop()
     records = [json.loads(line) for line in output.read_text().splitlines()]
-    assert sorted(r["id"] for r in records) == sorted(f"r{i}" for i in range(200))  # each once
+    assert sorted(r["id"] for r in records) == sorted(f"r{i}" for i in range(120))  # each once
     assert all(r["status"] == "ok" for r in records)
-    extra = before_third - 200 * CALLS_PER_ROW
+    extra = before_third - 120 * CALLS_PER_ROW
     # Calls redone after the kill: at most those in flight (finished proposer calls of
     # unfinished rows come from LangGraph's node cache).
     assert 0 <= extra <= CONCURRENCY * 3, (extra, at_kill)

@@ -38,18 +38,18 @@ async def test_faults_are_retried_and_every_failed_row_keeps_its_error(key) -> N
     try:
         start = time.monotonic()
         context = context_for(server, retries=3, proposer_timeout_s=2.5)
-        rows = [f"Question {i}?" for i in range(300)]
+        rows = [f"Question {i}?" for i in range(150)]
         records = [r async for r in abatch_generate(rows, context=context, concurrency=64)]
         wall = time.monotonic() - start
     finally:
         server.stop()
-    assert sorted(r["row"] for r in records) == list(range(300))
+    assert sorted(r["row"] for r in records) == list(range(150))
     ok = [r for r in records if r["status"] == "ok"]
-    assert len(ok) >= 0.995 * 300, [r["error"] for r in records if r["status"] != "ok"]
+    assert len(ok) >= 0.99 * 150, [r["error"] for r in records if r["status"] != "ok"]
     for record in records:
         if record["status"] != "ok":
             assert record["error"]["type"] and record["error"]["message"]
-    assert server.faults > 150  # the script did fail about 17% of attempts
+    assert server.faults > 75  # the script did fail about 17% of attempts
     prompts = [m["content"] for body in server.requests for m in body["messages"]]
     assert not any("None" in text for text in prompts)
     assert wall < 120  # no run hung

@@ -23,7 +23,7 @@ ROWS = 40
 
 @pytest.fixture
 def slow(tmp_path: Path):
-    server = ScriptedOpenAIServer(lambda body: "The answer is 42.", delay_s=0.3).start()
+    server = ScriptedOpenAIServer(lambda body: "The answer is 42.", delay_s=0.2).start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOA_")}
     env.update(OPENAI_API_KEY="test", OPENAI_BASE_URL=server.url, MOA_AGGREGATOR="openai:agg",
                MOA_PROPOSERS="openai:m,openai:m", MOA_RETRIES="0")  # fmt: skip
