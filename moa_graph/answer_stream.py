@@ -58,6 +58,7 @@ def stream_answer(
     *,
     context: MoAContext | None,
     progress: bool = False,
+    answer_tool: str | None = None,
 ) -> Iterator[Event]:
     """Run `graph` on `inputs` and yield the answer's chunks, then `RunFinished` (sync form).
 
@@ -67,6 +68,7 @@ def stream_answer(
         config: The run's config (callbacks, tags, thread).
         context: The run's settings.
         progress: Also yield `LayerStarted` and `ProposalDone` as they happen.
+        answer_tool: A schema's tool whose arguments are the answer (see `AnswerStream`).
 
     Yields:
         `AIMessageChunk` pieces of the answer (text and tool-call fragments, each call's name
@@ -75,7 +77,7 @@ def stream_answer(
     Raises:
         Exception: What the run raises (`moa_graph.MoAConfigError`, ...).
     """
-    answer, modes = AnswerStream(), _modes(progress)
+    answer, modes = AnswerStream(answer_tool), _modes(progress)
     final: dict[str, Any] = {}
     for mode, part in graph.stream(inputs, config, context=context, stream_mode=modes):
         if mode == "values":
@@ -92,12 +94,13 @@ async def astream_answer(
     *,
     context: MoAContext | None,
     progress: bool = False,
+    answer_tool: str | None = None,
 ) -> AsyncIterator[Event]:
     """Run `graph` on `inputs` and yield the answer's chunks, then `RunFinished` (async form).
 
     The same as `stream_answer`.
     """
-    answer, modes = AnswerStream(), _modes(progress)
+    answer, modes = AnswerStream(answer_tool), _modes(progress)
     final: dict[str, Any] = {}
     async for mode, part in graph.astream(inputs, config, context=context, stream_mode=modes):
         if mode == "values":
@@ -132,10 +135,16 @@ class AnswerStream:
     Each tool call's ``name`` and ``id`` come in its first fragment only, as OpenAI and
     LangChain's chunk merging expect: llama.cpp's server repeats them on every fragment, which
     merged would read ``"addaddadd"``.
+
+    Args:
+        answer_tool: The name of a schema's tool whose arguments are the answer's object
+            (`moa_graph.MoAContext.with_tools`): its fragments come as the answer's text.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, answer_tool: str | None = None) -> None:
         self._started: set[int] = set()
+        self._answer_tool = answer_tool
+        self._names: dict[int, str] = {}
 
     def chunk(self, part: tuple[BaseMessage, dict[str, Any]]) -> AIMessageChunk | None:
         """Return an answer node's streamed text or tool-call fragment as a chunk of the answer.
@@ -161,9 +170,14 @@ class AnswerStream:
             ]
         else:
             return None
-        calls = []
+        calls, text = [], str(message.text)
         for fragment in fragments:
             index = fragment.get("index") or 0
+            if name := fragment.get("name"):
+                self._names[index] = name
+            if self._answer_tool is not None and self._names.get(index) == self._answer_tool:
+                text += fragment.get("args") or ""  # the schema's object is the answer's text
+                continue
             first = index not in self._started
             self._started.add(index)
             calls.append(
@@ -174,6 +188,6 @@ class AnswerStream:
                     index=index,
                 )
             )
-        if not message.text and not calls:
+        if not text and not calls:
             return None
-        return AIMessageChunk(content=message.text, tool_call_chunks=calls)
+        return AIMessageChunk(content=text, tool_call_chunks=calls)

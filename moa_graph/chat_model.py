@@ -8,6 +8,7 @@ aggregation record and a compact summary of each proposal, so a panel that shran
 """
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, cast
 
@@ -33,6 +34,7 @@ from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError, StructuredOutputError
 from moa_graph.graph import build_moa_graph
 from moa_graph.run_summary import RunSummary, summarize
+from moa_graph.structured import AnswerSchema
 
 
 class ChatMoA(BaseChatModel):
@@ -112,7 +114,7 @@ class ChatMoA(BaseChatModel):
     ) -> ChatResult:
         config = _child_config(run_manager)
         out = self._graph.invoke({"messages": messages}, config, context=self._settings(**kwargs))
-        return _result(out["messages"][-1], summarize(out), self.model_name)
+        return _result(out["messages"][-1], summarize(out), self.model_name, _schema_of(kwargs))
 
     async def _agenerate(
         self,
@@ -125,7 +127,7 @@ class ChatMoA(BaseChatModel):
         out = await self._graph.ainvoke(
             {"messages": messages}, config, context=self._settings(**kwargs)
         )
-        return _result(out["messages"][-1], summarize(out), self.model_name)
+        return _result(out["messages"][-1], summarize(out), self.model_name, _schema_of(kwargs))
 
     def _stream(
         self,
@@ -136,7 +138,7 @@ class ChatMoA(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         for event in stream_answer(
             self._graph, {"messages": messages}, _child_config(run_manager),
-            context=self._settings(**kwargs),
+            context=self._settings(**kwargs), answer_tool=_answer_tool(kwargs),
         ):  # fmt: skip
             if isinstance(event, AIMessageChunk):
                 chunk = ChatGenerationChunk(message=event)
@@ -155,7 +157,7 @@ class ChatMoA(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         async for event in astream_answer(
             self._graph, {"messages": messages}, _child_config(run_manager),
-            context=self._settings(**kwargs),
+            context=self._settings(**kwargs), answer_tool=_answer_tool(kwargs),
         ):  # fmt: skip
             if isinstance(event, AIMessageChunk):
                 chunk = ChatGenerationChunk(message=event)
@@ -237,10 +239,19 @@ class ChatMoA(BaseChatModel):
         return raw_and_parsed | RunnableLambda(_parsed_or_raise)
 
     def _settings(self, **kwargs: Any) -> MoAContext:
-        """The run's settings, with the tools bound by `bind_tools` (if any)."""
+        """The run's settings, with what `bind_tools` bound: tools, and a ``response_format``.
+
+        A bound ``response_format`` (what ``create_agent``'s provider strategy sends) makes the
+        answer its object, as JSON text, or a call of a bound tool (`MoAContext.with_tools`).
+        """
         settings = self.context if self.context is not None else MoAContext()
-        if kwargs.get("tools"):
-            return settings.with_tools(kwargs["tools"], kwargs.get("tool_choice"))
+        schema = _schema_of(kwargs)
+        tools = kwargs.get("tools") or []
+        if tools or schema is not None:
+            return settings.with_tools(
+                tools, kwargs.get("tool_choice"),
+                answer_tool=schema.tool() if schema is not None else None,
+            )  # fmt: skip
         return settings
 
 
@@ -299,15 +310,49 @@ def _child_config(
     return RunnableConfig(callbacks=manager)
 
 
-def _result(answer: BaseMessage, summary: RunSummary, model_name: str) -> ChatResult:
+def _result(
+    answer: BaseMessage, summary: RunSummary, model_name: str, schema: AnswerSchema | None
+) -> ChatResult:
+    calls = getattr(answer, "tool_calls", [])
+    content = answer.content
+    if schema is not None and (own := [c for c in calls if c["name"] == schema.name]):
+        content, calls = json.dumps(schema.parse(own[0]["args"])), []  # the object, as OpenAI's
     message = AIMessage(
-        content=answer.content,
+        content=content,
         id=answer.id,
-        tool_calls=getattr(answer, "tool_calls", []),
+        tool_calls=calls,
         usage_metadata=cast(UsageMetadata, dict(summary["usage"])),
         response_metadata=response_metadata(summary, model_name),
     )
     return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _schema_of(kwargs: dict[str, Any]) -> AnswerSchema | None:
+    """The schema a bound ``response_format`` names (OpenAI's shape, or a Pydantic model).
+
+    Raises:
+        MoAConfigError: A ``response_format`` this model cannot honour.
+    """
+    given = kwargs.get("response_format")
+    if given is None:
+        return None
+    if isinstance(given, type) and issubclass(given, BaseModel):
+        return AnswerSchema.of(given)
+    kind = given.get("type") if isinstance(given, dict) else None
+    if kind == "json_object":
+        return AnswerSchema("json_object", {"type": "object"})
+    if kind == "json_schema" and isinstance(spec := given.get("json_schema"), dict):
+        schema = AnswerSchema.of(spec.get("schema", {"type": "object"}))
+        return dataclasses.replace(schema, name=str(spec.get("name") or schema.name))
+    raise MoAConfigError(
+        f"response_format={given!r}: give a Pydantic model or {{'type': 'json_schema', "
+        "'json_schema': {'name': ..., 'schema': {...}}}"
+    )
+
+
+def _answer_tool(kwargs: dict[str, Any]) -> str | None:
+    schema = _schema_of(kwargs)
+    return schema.name if schema is not None else None
 
 
 def _last_chunk(summary: RunSummary, model_name: str) -> ChatGenerationChunk:

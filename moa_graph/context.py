@@ -374,14 +374,20 @@ class MoAContext(metaclass=_NamedFields):
                 that tool's name, which every provider forces (llama-cpp-python ignores
                 ``"required"``).
             answer_tool: A schema as a tool (`moa_graph.tool_turns.schema_tool`) whose
-                arguments are the answer's object: alone it is forced by name.
+                arguments are the answer's object: alone it is forced by name; with `tools`
+                the answer calls one of them or it (a call is required: ``"auto"`` or no
+                choice becomes ``"required"``, ``"none"`` leaves only the object).
 
         Raises:
             MoAConfigError: A tool or the choice is malformed.
         """
         offered = [*tools, *([answer_tool] if answer_tool is not None else [])]
-        if answer_tool is not None and not tools:
-            tool_choice = answer_tool["function"]["name"]
+        if answer_tool is not None:
+            name = answer_tool["function"]["name"]
+            if not tools or tool_choice == "none":
+                tool_choice = name
+            elif tool_choice in (None, "auto"):
+                tool_choice = "required"
         if tool_choice == "any":
             tool_choice = "required"
         if tool_choice == "required" and len(offered) == 1:

@@ -181,6 +181,15 @@ def _check_settings(spec: str, provider: str, settings: dict[str, Any]) -> None:
             )
 
 
+def takes_setting(model: str, name: str) -> bool:
+    """Return True when the chat model of `model` (``"provider:model"``) takes `name`.
+
+    Unknown providers are taken to accept it (their own checks apply when the model is made).
+    """
+    known = _settings_of(model.split(":", 1)[0])
+    return known is None or name in known
+
+
 @functools.cache
 def _settings_of(provider: str) -> frozenset[str] | None:
     """The constructor arguments (names and aliases) of a provider's chat model, if known."""

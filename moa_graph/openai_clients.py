@@ -5,7 +5,9 @@ llama-cpp-python's server does differently. `moa_graph.models` builds its models
 """
 
 import asyncio
+import contextlib
 import functools
+import json
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -15,7 +17,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
 
 
@@ -61,6 +63,10 @@ class EmbeddedChatOpenAI(ChatOpenAI):
 
     - An assistant turn with tool calls and no text gets ``""`` as its content: OpenAI allows
       ``null`` there, llama-cpp-python's server does not.
+    - ``tool_choice: "required"`` among several tools gives a call: the server ignores
+      "required" (the reply may be text), so a first step forces a ``choose_tool`` call whose
+      argument is one of the tools' names, then the named tool is forced (its arguments under
+      the tool's grammar). The first step's tokens are not in the call's usage.
     - A streamed answer gets its usage: the server sends none when streaming. The output
       tokens are the streamed fragments (the server streams one token each); the prompt's
       tokens come from the server, by the same request with ``max_tokens`` 1 (its prompt is in
@@ -77,6 +83,26 @@ class EmbeddedChatOpenAI(ChatOpenAI):
                 message["content"] = ""
         return payload
 
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        kwargs = self._chosen(messages, stop, kwargs)
+        return super()._generate(messages, stop, run_manager, **kwargs)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        kwargs = await self._achosen(messages, stop, kwargs)
+        return await super()._agenerate(messages, stop, run_manager, **kwargs)
+
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -84,6 +110,7 @@ class EmbeddedChatOpenAI(ChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        kwargs = self._chosen(messages, stop, kwargs)
         tokens, reported = 0, False
         for chunk in super()._stream(messages, stop, run_manager, **kwargs):
             tokens += _is_token(chunk)
@@ -102,6 +129,7 @@ class EmbeddedChatOpenAI(ChatOpenAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        kwargs = await self._achosen(messages, stop, kwargs)
         tokens, reported = 0, False
         async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
             tokens += _is_token(chunk)
@@ -112,6 +140,60 @@ class EmbeddedChatOpenAI(ChatOpenAI):
                 **self._counting_payload(messages, stop, kwargs)
             )
             yield _usage_chunk(counted.usage.prompt_tokens if counted.usage else 0, tokens)
+
+    def _chosen(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The call's arguments, with "required" among several tools made one named tool."""
+        if not _must_choose(kwargs):
+            return kwargs
+        reply = self.root_client.chat.completions.create(
+            **self._choosing_payload(messages, stop, kwargs)
+        )
+        return _named(kwargs, reply)
+
+    async def _achosen(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The async form of `_chosen`."""
+        if not _must_choose(kwargs):
+            return kwargs
+        reply = await self.root_async_client.chat.completions.create(
+            **self._choosing_payload(messages, stop, kwargs)
+        )
+        return _named(kwargs, reply)
+
+    def _choosing_payload(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The request that picks the tool: one forced call whose argument is a tool's name.
+
+        The server ignores ``tool_choice: "required"`` (the reply may be text); a named choice
+        is forced, its arguments constrained by the tool's schema: here an enum of the names.
+        """
+        names = [t["function"]["name"] for t in kwargs["tools"]]
+        described = "; ".join(
+            f"{t['function']['name']}: {t['function'].get('description', '')}"
+            for t in kwargs["tools"]
+        )
+        pick = {
+            "type": "function",
+            "function": {
+                "name": CHOOSE_TOOL,
+                "description": f"Choose the tool to call now. The tools: {described}",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"tool": {"type": "string", "enum": names}},
+                    "required": ["tool"],
+                },
+            },
+        }
+        choice = {"type": "function", "function": {"name": CHOOSE_TOOL}}
+        payload = self._get_request_payload(
+            messages, stop=stop, **{**kwargs, "tools": [pick], "tool_choice": choice}
+        )
+        payload.pop("stream_options", None)
+        return {**payload, "stream": False}
 
     def _counting_payload(
         self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
@@ -135,3 +217,23 @@ def _usage_chunk(input_tokens: int, output_tokens: int) -> ChatGenerationChunk:
         total_tokens=input_tokens + output_tokens,
     )
     return ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage))
+
+
+CHOOSE_TOOL = "choose_tool"
+"""The name of the embedded server's first step when a call must be made among several tools."""
+
+
+def _must_choose(kwargs: dict[str, Any]) -> bool:
+    return kwargs.get("tool_choice") in ("required", "any") and len(kwargs.get("tools") or []) > 1
+
+
+def _named(kwargs: dict[str, Any], reply: Any) -> dict[str, Any]:
+    """`kwargs` with the tool the choosing step named forced by name (the first on a miss)."""
+    names = [t["function"]["name"] for t in kwargs["tools"]]
+    chosen = names[0]
+    calls = reply.choices[0].message.tool_calls if reply.choices else None
+    if calls:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            picked = json.loads(calls[0].function.arguments).get("tool")
+            chosen = picked if picked in names else chosen
+    return {**kwargs, "tool_choice": {"type": "function", "function": {"name": chosen}}}

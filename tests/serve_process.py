@@ -17,7 +17,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.scripted_openai_server import Fault, ScriptedOpenAIServer, ToolCall, forced_call
+from tests.scripted_openai_server import (
+    Fault,
+    ScriptedOpenAIServer,
+    ToolCall,
+    arguments_for,
+    forced_call,
+    question_of,
+)
 
 PROPOSAL = "PROPOSAL-TEXT from a proposer"
 ANSWER = "the final synthesized answer"
@@ -49,6 +56,11 @@ class Upstream:
         if body.get("tools") and body["messages"][-1]["role"] != "tool":
             call = forced_call(body)
             return ToolCall(call.name, {"unexpected": True}) if self.misfit_calls else call
+        if body.get("tools") and body.get("tool_choice") == "required":
+            # After a tool result, a call is still required: the last tool (a typed answer's).
+            last = body["tools"][-1]["function"]
+            return ToolCall(last["name"], arguments_for(last.get("parameters", {}),
+                                                        question_of(body)))  # fmt: skip
         if body["model"] == "agg":
             return ANSWER
         time.sleep(self.proposer_delay_s)

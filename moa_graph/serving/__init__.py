@@ -1,8 +1,9 @@
-"""MoA as an OpenAI-compatible chat completions API (``moa-graph serve``, ``langgraph dev``).
+"""MoA as an OpenAI-compatible API (``moa-graph serve``, ``langgraph dev``).
 
-`moa_graph.serving.app.app` is a FastAPI app with ``GET /v1/models``, ``GET /v1/models/{id}``
-and ``POST /v1/chat/completions``; ``langgraph dev`` serves it beside the LangGraph API
-(langgraph.json ``http.app``) and ``moa-graph serve`` runs it with uvicorn. Each request is
+`moa_graph.serving.app.app` is a FastAPI app with ``GET /v1/models``, ``GET /v1/models/{id}``,
+``POST /v1/chat/completions``, ``POST /v1/responses`` and ``POST /v1/completions``;
+``langgraph dev`` serves it beside the LangGraph API (langgraph.json ``http.app``) and
+``moa-graph serve`` runs it with uvicorn. Each request is
 stateless: the whole conversation in, one answer out. Needs the ``serve`` extra (FastAPI,
 uvicorn) outside ``langgraph dev``.
 

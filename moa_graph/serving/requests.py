@@ -1,10 +1,21 @@
-"""Chat completion requests: what is accepted, and how it becomes messages and MoA settings.
+"""Requests, in Chat Completions' shape: what is accepted, and how it becomes a run.
 
-Tools and structured output follow OpenAI's parameters: ``tools`` and ``tool_choice`` go to the
-aggregator (its tool calls are the answer); a ``response_format`` of type ``json_schema`` or
-``json_object`` becomes one forced tool whose arguments are the answer
-(`moa_graph.structured`), validated before it is returned. Every schema a request sends is
+Every API shape (Chat Completions, the Responses API, Completions) is turned into a
+`ChatRequest` and goes through `prepare`: the one code path for validation, the operator's
+trust policy and budgets, and the run's settings. Tools and structured output follow OpenAI's
+parameters: ``tools`` and ``tool_choice`` go to the aggregator (its tool calls are the
+answer); a ``response_format`` of type ``json_schema`` or ``json_object`` becomes one more tool
+whose arguments are the answer (`moa_graph.structured`), validated before it is returned; with
+tools too, the answer is a call of one of them or the object. Every schema a request sends is
 untrusted input, bounded by the operator's policy (`moa_graph.trust.RequestPolicy.check_schema`).
+
+What each field does (the serving docs list them): sampling fields (``stop``, ``top_p``,
+``frequency_penalty``, ``presence_penalty``) go to the calls that write the answer (the
+aggregator, or the proposers when the answer is one of theirs); ``reasoning_effort`` and
+``verbosity`` to the aggregator when its provider takes them; ``logit_bias`` is refused (token
+ids mean nothing across a panel); ``service_tier`` is the operator's and never forwarded;
+``user``, ``metadata``, ``store: false``, ``safety_identifier`` and ``prompt_cache_key`` are
+ignored; any other unknown field is refused by name.
 """
 
 import dataclasses
@@ -18,11 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from moa_graph.context import MoAContext
+from moa_graph.context import PROPOSAL_MODES, MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.json_schema import validator
+from moa_graph.models import takes_setting
 from moa_graph.serving.catalog import ServedModel
 from moa_graph.serving.errors import APIError
+from moa_graph.spec import ModelSpec
 from moa_graph.structured import AnswerSchema
 from moa_graph.trust import RequestPolicy, RequestRefused
 
@@ -32,7 +45,19 @@ _UNSUPPORTED = {
     "logprobs": "logprobs are not supported: the answer comes from several models",
     "top_logprobs": "top_logprobs are not supported",
     "audio": "audio output is not supported",
+    "logit_bias": "logit_bias is not supported: token ids mean nothing across a panel of models",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
 }
+IGNORED = frozenset(
+    {"user", "metadata", "safety_identifier", "prompt_cache_key", "service_tier", "modalities"}
+)
+"""Fields accepted and ignored: bookkeeping of the client's, or the operator's to decide
+(``service_tier``)."""
+SAMPLING = ("stop", "top_p", "frequency_penalty", "presence_penalty")
+"""Fields that go to the calls that write the answer."""
+AGGREGATOR_ONLY = ("reasoning_effort", "verbosity")
+"""Fields for the aggregator, when its provider takes them."""
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 JSON_OBJECT = {"type": "object"}
@@ -45,17 +70,22 @@ class AnswerForm:
 
     Attributes:
         schema: For a ``response_format`` of ``json_schema`` or ``json_object``: the schema the
-            answer must fit, named as its forced tool (the answer's text is then the object as
-            JSON); None otherwise.
+            answer must fit, named as its tool (an answer that calls it is the object as JSON
+            text); None otherwise.
         parallel_tool_calls: False: at most one tool call is returned (the first).
     """
 
     schema: AnswerSchema | None = None
     parallel_tool_calls: bool = True
+    forced: bool = False
+    """The request forces a tool call (``tool_choice`` ``required`` or a named tool): an
+    answer without one is an error, never text."""
+    stop: tuple[str, ...] = ()
+    """Stop sequences: the answer's text ends before the first of them."""
 
 
 class ChatRequest(BaseModel):
-    """The body of ``POST /v1/chat/completions`` (other OpenAI keys are accepted and ignored)."""
+    """The body of ``POST /v1/chat/completions``, and what other API shapes are turned into."""
 
     model_config = ConfigDict(extra="allow")
     model: str
@@ -71,6 +101,13 @@ class ChatRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    stop: str | list[str] | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    store: bool | None = None
     moa: dict[str, Any] | None = None
     include_analysis: bool = False
     """Return the fusion judge's analysis (``aggregator_mode="analyze"``) in the answer's
@@ -94,9 +131,13 @@ def prepare(
             tool or schema).
     """
     extra = body.model_extra or {}
-    for name, reason in _UNSUPPORTED.items():
-        if extra.get(name) not in (None, False, [], {}):
-            raise APIError(400, reason, "invalid_request_error", param=name)
+    for name, value in extra.items():
+        if name in _UNSUPPORTED and value not in (None, False, [], {}):
+            raise APIError(400, _UNSUPPORTED[name], "invalid_request_error", param=name)
+        if name not in _UNSUPPORTED and name not in IGNORED:
+            raise _invalid(name, "is not a field this server knows; remove it")
+    if body.store:
+        raise _invalid("store", "must be false: this server stores nothing")
     if "audio" in (extra.get("modalities") or []):
         raise APIError(
             400, "audio output is not supported", "invalid_request_error", param="modalities"
@@ -145,16 +186,61 @@ def prepare(
             rpm={name: rate / workers for name, rate in context.rpm.items()},
             tpm={name: max(1, rate // workers) for name, rate in context.tpm.items()},
         )
-        if form.schema is not None:
-            context = form.schema.context_for(context)
-        elif body.tools:
-            context = context.with_tools(body.tools, body.tool_choice)
+        context = _with_sampling(context, body)
+        context = _with_answer_tools(context, body, form)
         context = policy.check_budget(context)
     except RequestRefused as exc:
         raise _refused(exc) from None
     except MoAConfigError as exc:
         raise APIError(400, str(exc), "invalid_request_error", param="moa") from exc
     return messages, context, form
+
+
+def _with_sampling(context: MoAContext, body: ChatRequest) -> MoAContext:
+    """Give the request's sampling fields to the calls that write the answer.
+
+    Those are the aggregator's, or, where the answer is one proposal (``vote``, ``select``),
+    the proposers'. ``reasoning_effort`` and ``verbosity`` go to the aggregator only.
+
+    Raises:
+        APIError: 400 for ``reasoning_effort`` or ``verbosity`` when the aggregator's provider
+            does not take them.
+    """
+    sampling = {name: getattr(body, name) for name in SAMPLING if getattr(body, name) is not None}
+    if isinstance(sampling.get("stop"), str):
+        sampling["stop"] = [sampling["stop"]]
+    aggregator = context.aggregator_spec()
+    own = {name: getattr(body, name) for name in AGGREGATOR_ONLY if getattr(body, name)}
+    for name in own:
+        if not takes_setting(aggregator.model, name):
+            raise _invalid(name, f"is not a setting of this server's aggregator "
+                                 f"({aggregator.model}); remove it")  # fmt: skip
+    answer_proposers = context.aggregator_mode in PROPOSAL_MODES
+    aggregator = _plus(aggregator, {**own, **({} if answer_proposers else sampling)})
+    if not answer_proposers or not sampling:
+        return dataclasses.replace(context, aggregator=aggregator)
+    # The last layer's proposals are the candidates of the answer: their calls take it.
+    layers: list[list[str | ModelSpec]] = [
+        list(context.proposer_specs(k)) for k in range(1, context.rounds + 1)
+    ]
+    layers[-1] = [_plus(spec, sampling) for spec in context.proposer_specs(context.rounds)]
+    return dataclasses.replace(
+        context, aggregator=aggregator, layer_proposers=layers, proposers=layers[-1]
+    )
+
+
+def _plus(spec: ModelSpec, settings: dict[str, Any]) -> ModelSpec:
+    if not settings:
+        return spec
+    return dataclasses.replace(spec, model_kwargs={**spec.model_kwargs, **settings})
+
+
+def _with_answer_tools(context: MoAContext, body: ChatRequest, form: AnswerForm) -> MoAContext:
+    """Give the run the request's tools and its answer's schema (`MoAContext.with_tools`)."""
+    answer = form.schema.tool() if form.schema is not None else None
+    if not body.tools and answer is None:
+        return context
+    return context.with_tools(body.tools or [], body.tool_choice, answer_tool=answer)
 
 
 def _answer_form(body: ChatRequest, policy: RequestPolicy) -> AnswerForm:
@@ -186,21 +272,26 @@ def _answer_form(body: ChatRequest, policy: RequestPolicy) -> AnswerForm:
                 "{'name': ...}} naming one of the tools",
             )
     parallel = body.parallel_tool_calls is not False
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    forced = bool(body.tools) and (
+        body.tool_choice in ("required", "any") or isinstance(body.tool_choice, dict)
+    )
+    plain = AnswerForm(parallel_tool_calls=parallel, stop=stop, forced=forced)
     kind = (body.response_format or {}).get("type", "text")
     if kind == "text":
-        return AnswerForm(parallel_tool_calls=parallel)
+        return plain
     if kind not in ("json_schema", "json_object"):
         raise _invalid("response_format.type", "use 'text', 'json_object' or 'json_schema'")
-    if body.tools:
-        raise _invalid("response_format", "give tools or a JSON response_format, not both")
     if kind == "json_object":
-        return AnswerForm(schema=AnswerSchema("json_object", JSON_OBJECT))
+        return dataclasses.replace(plain, schema=AnswerSchema("json_object", JSON_OBJECT))
     spec = (body.response_format or {}).get("json_schema")
     if not isinstance(spec, dict) or not _TOOL_NAME.fullmatch(str(spec.get("name", ""))):
         raise _invalid("response_format.json_schema.name", "give a name of 1-64 of A-Z a-z 0-9 _ -")
     schema = spec.get("schema", JSON_OBJECT)
     _check_schema(policy, "response_format.json_schema.schema", schema, schema_bytes)
-    return AnswerForm(schema=AnswerSchema(spec["name"], schema))
+    if spec["name"] in {t["function"]["name"] for t in body.tools or []}:
+        raise _invalid("response_format.json_schema.name", "must differ from the tools' names")
+    return dataclasses.replace(plain, schema=AnswerSchema(spec["name"], schema))
 
 
 def _check_schema(policy: RequestPolicy, param: str, schema: object, before: int) -> int:
@@ -256,10 +347,15 @@ def _check_message(i: int, message: dict[str, Any]) -> None:
 
 
 def _plain(message: dict[str, Any]) -> dict[str, Any]:
-    """Join a message's text parts into one text, as some OpenAI-compatible servers need."""
+    """Join a message's text parts into one text, as some OpenAI-compatible servers need.
+
+    An assistant turn that only calls tools may leave out its content (OpenAI allows it).
+    """
     content = message.get("content")
     if isinstance(content, list):
         return {**message, "content": "".join(part.get("text", "") for part in content)}
+    if content is None:
+        return {**message, "content": ""}
     return message
 
 

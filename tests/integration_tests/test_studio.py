@@ -259,3 +259,18 @@ async def test_tools_and_structured_output_over_v1_on_the_embedded_model(server:
     assert call.function.name == "calculate" and set(json.loads(call.function.arguments)) == {
         "op", "a", "b"
     }  # fmt: skip
+
+    # "required" among two tools gives a call on the embedded server too (which ignores
+    # "required"), through the Responses API.
+    final_answer = {"type": "function", "name": "final_answer", "description": "Give the final "
+                    "answer.", "parameters": {"type": "object", "properties": {"answer": {
+                        "type": "string"}}, "required": ["answer"]}}  # fmt: skip
+    add = {"type": "function", "name": "add", "description": "Add two integers a and b.",
+           "parameters": {"type": "object", "properties": {"a": {"type": "integer"},
+                          "b": {"type": "integer"}}, "required": ["a", "b"]}}  # fmt: skip
+    required = await api.responses.create(
+        model="moa", input="What is 17 + 25?", tools=[add, final_answer], tool_choice="required",
+        max_output_tokens=256, extra_body=short,
+    )  # fmt: skip
+    assert [item.type for item in required.output] == ["function_call"]
+    assert required.output[0].name in ("add", "final_answer")
