@@ -69,9 +69,10 @@ def test_responses_tools_and_what_a_stateless_server_refuses(client: openai.Open
                                      tool_choice="required")  # fmt: skip
     [call] = [item for item in called.output if item.type == "function_call"]
     assert (call.name, json.loads(call.arguments)) == ("add", {"a": 17, "b": 25})
+    turn = {"type": "function_call", "call_id": call.call_id, "name": "add",
+            "arguments": call.arguments}  # fmt: skip
     answered = client.responses.create(model="moa", tools=[ADD], input=[
-        {"role": "user", "content": "Add 17 and 25."},
-        {"type": "function_call", "call_id": call.call_id, "name": "add", "arguments": call.arguments},
+        {"role": "user", "content": "Add 17 and 25."}, turn,
         {"type": "function_call_output", "call_id": call.call_id, "output": "42"},
     ])  # fmt: skip
     assert answered.output_text == ANSWER
@@ -127,8 +128,9 @@ async def test_the_openai_agents_sdk_runs_a_tool_and_returns_its_output_type(url
 def test_sampling_fields_reach_the_calls_that_write_the_answer(client, upstream) -> None:
     sampling = {"top_p": 0.5, "frequency_penalty": 0.1, "presence_penalty": 0.2,
                 "stop": ["l synth"]}  # fmt: skip
-    done = client.chat.completions.create(model="moa", messages=[{"role": "user", "content":
-                                          "Name a colour."}], service_tier="priority", **sampling)  # fmt: skip
+    colour = [{"role": "user", "content": "Name a colour."}]
+    done = client.chat.completions.create(model="moa", messages=colour, service_tier="priority",
+                                          **sampling)  # fmt: skip
     assert done.choices[0].message.content == "the fina"  # cut before the stop sequence
     agg = upstream.calls("agg")[-1]
     assert {k: agg.get(k) for k in sampling} == sampling and "service_tier" not in agg
@@ -136,8 +138,8 @@ def test_sampling_fields_reach_the_calls_that_write_the_answer(client, upstream)
         {"role": "user", "content": "Name a colour."}], stop=["l synth"])  # fmt: skip
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == "the fina"
     before = len(upstream.calls("p"))
-    client.chat.completions.create(model="moa", messages=[{"role": "user", "content": "Hi."}],
-                                   top_p=0.5, extra_body={"moa": {"aggregator_mode": "vote"}})  # fmt: skip
+    vote = {"moa": {"aggregator_mode": "vote"}}
+    client.chat.completions.create(model="moa", messages=colour, top_p=0.5, extra_body=vote)
     assert all(b["top_p"] == 0.5 for b in upstream.calls("p")[before:])  # the vote's answer
 
 
