@@ -3,6 +3,9 @@
 - ``<!-- settings-table -->``: the fields of `moa_graph.MoAContext` with their defaults and
   descriptions (the same text Studio shows).
 - ``<!-- cli-help -->``: ``moa-graph --help`` and every command's ``--help``.
+
+`preprocess` is mkdocs-llmstxt's hook (``preprocess:`` in mkdocs.yml) for the Markdown copies
+of the pages that llms.txt links to.
 """
 
 import argparse
@@ -18,6 +21,16 @@ def on_page_markdown(markdown: str, **_: Any) -> str:
     if "<!-- cli-help -->" in markdown:
         markdown = markdown.replace("<!-- cli-help -->", cli_help())
     return markdown
+
+
+def preprocess(soup: Any, output: str) -> None:
+    """Escape ``|`` in table cells, so a type such as ``str | None`` stays in its column.
+
+    Unescaped, the Markdown copy splits the cell there and drops the description after it.
+    """
+    for cell in soup.find_all(["td", "th"]):
+        for text in cell.find_all(string=lambda s: "|" in s):
+            text.replace_with(text.replace("|", "\\|"))
 
 
 def settings_table() -> str:

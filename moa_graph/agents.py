@@ -31,6 +31,13 @@ from moa_graph.references import inject_references
 from moa_graph.run_summary import summarize
 from moa_graph.tool_turns import render_tool_turns
 
+__all__ = [
+    "ForceToolOnFirstCall",
+    "MoAMiddleware",
+    "moa_tool",
+]
+
+
 Consult = Literal["every_call", "first_call"]
 
 

@@ -24,6 +24,14 @@ from moa_graph.graph import ANSWER_NODES
 from moa_graph.run_summary import RunSummary, summarize
 from moa_graph.state import Proposal
 
+__all__ = [
+    "LayerStarted",
+    "ProposalDone",
+    "RunFinished",
+    "astream_answer",
+    "stream_answer",
+]
+
 
 @dataclass(frozen=True)
 class LayerStarted:

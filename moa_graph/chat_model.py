@@ -34,6 +34,7 @@ from moa_graph.context import MoAContext
 from moa_graph.errors import MoAConfigError, StructuredOutputError
 from moa_graph.graph import build_moa_graph
 from moa_graph.run_summary import RunSummary, summarize
+from moa_graph.spec import ModelSpec
 from moa_graph.structured import AnswerSchema
 
 
@@ -53,9 +54,11 @@ class ChatMoA(BaseChatModel):
     Attributes:
         context: The run's settings (models as specs, rounds, mode, ...); None uses
             ``MoAContext()``, i.e. the ``MOA_*`` variables and the defaults.
-        proposers: Chat model instances to use instead of the context's proposer specs: one list
-            (every layer) or one list per layer, as for `moa_graph.build_moa_graph`.
-        aggregator: A chat model instance to use instead of the context's aggregator spec.
+        proposers: The proposers, as ``MoAContext.proposers`` takes them (model specs:
+            ``"openai:gpt-4o-mini"``, a `moa_graph.ModelSpec` or its dict; they go into the
+            context) or as chat model instances: one list (every layer) or one list per layer,
+            as for `moa_graph.build_moa_graph`. One list is all specs or all instances.
+        aggregator: The aggregator: a model spec (into the context) or a chat model instance.
         model_name: The name in ``response_metadata`` and traces (default ``"moa"``).
 
     The reply's ``usage_metadata`` sums the tokens every call reported (proposers and
@@ -65,8 +68,8 @@ class ChatMoA(BaseChatModel):
     layer), and ``degraded``: True when fewer proposals than asked went into the answer.
 
     Raises:
-        MoAConfigError: A run setting (``temperature``, ``max_tokens``, ...) or a model spec
-            given to ``ChatMoA`` instead of its ``context``.
+        MoAConfigError: A run setting (``temperature``, ``max_tokens``, ...) given to
+            ``ChatMoA`` instead of its ``context``, or specs and instances in one list.
         pydantic.ValidationError: An unknown argument.
         MoAConfigError: Bad settings, before any model is called (when the run starts).
         ProposerQuorumError, AggregatorError: The run failed; ``records`` keeps the proposals.
@@ -82,7 +85,7 @@ class ChatMoA(BaseChatModel):
 
     def __init__(self, **data: Any):
         _check_arguments(data, set(type(self).model_fields))
-        super().__init__(**data)
+        super().__init__(**_specs_into_context(data))
 
     def model_post_init(self, context: Any, /) -> None:
         """Build the graph once: every call of this model runs it; declare what it can do."""
@@ -256,19 +259,11 @@ class ChatMoA(BaseChatModel):
 
 
 def _check_arguments(values: dict[str, Any], own: set[str]) -> None:
-    """Refuse specs as model instances and run settings as arguments: they go in ``context``.
+    """Refuse run settings as arguments: they go in ``context``.
 
     Raises:
         MoAConfigError: Naming what to write instead.
     """
-    given = values.get("proposers") or []
-    specs = [*given, values.get("aggregator")] if isinstance(given, list) else []
-    if any(isinstance(v, str | dict) for v in specs):
-        raise MoAConfigError(
-            "ChatMoA(proposers=..., aggregator=...) take chat model instances; model specs "
-            "('openai:gpt-4o-mini') go in the context: "
-            "ChatMoA(context=MoAContext(proposers=[...], aggregator=...))"
-        )
     settings = ({f.name for f in dataclasses.fields(MoAContext)} & set(values)) - own
     if settings:
         names = ", ".join(sorted(settings))
@@ -276,6 +271,40 @@ def _check_arguments(values: dict[str, Any], own: set[str]) -> None:
             f"ChatMoA({names}=...): run settings go in the context: "
             f"ChatMoA(context=MoAContext({names}=...))"
         )
+
+
+def _is_spec(value: Any) -> bool:
+    return isinstance(value, str | dict | ModelSpec)
+
+
+def _specs_into_context(values: dict[str, Any]) -> dict[str, Any]:
+    """Move ``proposers``/``aggregator`` given as specs into the context, as MoAContext takes them.
+
+    Raises:
+        MoAConfigError: One list mixes specs and chat model instances.
+    """
+    values = dict(values)
+    moved: dict[str, Any] = {}
+    given = values.get("proposers")
+    if isinstance(given, list | tuple) and given:
+        layered = all(isinstance(layer, list | tuple) for layer in given)
+        flat = [m for layer in given for m in layer] if layered else list(given)
+        if all(_is_spec(m) for m in flat):
+            if layered:
+                moved |= {"layer_proposers": [list(layer) for layer in given], "rounds": len(given)}
+            else:
+                moved["proposers"] = list(given)
+            del values["proposers"]
+        elif any(_is_spec(m) for m in flat):
+            raise MoAConfigError(
+                "ChatMoA(proposers=...) mixes model specs and chat model instances: give all "
+                "specs ('openai:gpt-4o-mini', ModelSpec) or all instances"
+            )
+    if _is_spec(values.get("aggregator")):
+        moved["aggregator"] = values.pop("aggregator")
+    if moved:
+        values["context"] = dataclasses.replace(values.get("context") or MoAContext(), **moved)
+    return values
 
 
 def _parsed_or_raise(result: dict[str, Any]) -> Any:

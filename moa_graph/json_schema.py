@@ -20,6 +20,15 @@ instruction to fetch, read or stall:
 - `first_error` validates under a CPU deadline checked inside the validator, so the work stops
   (`SchemaTooCostly`) wherever it runs.
 
+__all__ = [
+    "SchemaRefused",
+    "SchemaTooCostly",
+    "check_document",
+    "first_error",
+    "validator",
+]
+
+
 Sources: JSON Schema 2020-12 Core, sections 8.2 (``$id``, ``$anchor``, ``$dynamicRef``) and
 10.2 (in-place applicators), https://json-schema.org/draft/2020-12/json-schema-core; RE2,
 https://github.com/google/re2.

@@ -27,6 +27,13 @@ from moa_graph.limits import Admission, admission_for
 from moa_graph.local_server import local_base_url
 from moa_graph.openai_clients import EmbeddedChatOpenAI, loop_local_client
 
+__all__ = [
+    "clear_model_cache",
+    "load_chat_model",
+    "model_label",
+]
+
+
 LOCAL_PROVIDER = "local"
 
 

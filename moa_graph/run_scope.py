@@ -28,6 +28,14 @@ from langgraph.runtime import Runtime, get_runtime
 from moa_graph.context import MoAContext
 from moa_graph.trust import RequestPolicy, RequestRefused
 
+__all__ = [
+    "CallBudgetExceeded",
+    "adopt_context",
+    "count_call",
+    "run_context",
+]
+
+
 Context = TypeVar("Context", bound=MoAContext)
 
 

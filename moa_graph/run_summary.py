@@ -16,6 +16,13 @@ from moa_graph.layers import layer_references
 from moa_graph.state import FIRST_STAGE, Aggregation, Proposal, Usage
 from moa_graph.usage import hit_max_tokens, run_usage, usage_by_model
 
+__all__ = [
+    "PanelStatus",
+    "RunSummary",
+    "summarize",
+]
+
+
 _FAILED = ("failed", "timeout")
 """Statuses of calls that did not answer; ``cancelled`` (cut off by ``first_k``) is not one."""
 

@@ -44,6 +44,14 @@ from moa_graph.json_schema import SchemaRefused, check_document
 from moa_graph.spec import ModelSpec, to_model_spec
 from moa_graph.state import FIRST_STAGE
 
+__all__ = [
+    "SAFE_FIELDS",
+    "RequestPolicy",
+    "RequestRefused",
+    "guard_from_environment",
+]
+
+
 SAFE_FIELDS = frozenset(
     {
         "rounds", "aggregator_mode", "first_k", "straggler_grace_s", "min_proposals",

@@ -8,18 +8,16 @@ answered no item at all (a wrong endpoint or key, say) or the run failed.
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moa_graph.cli.options import add_call_arguments, settings_from
 from moa_graph.errors import MoAConfigError
-from moa_graph.eval.artifacts import export_alpaca_eval, write_artifacts
-from moa_graph.eval.markdown import render
-from moa_graph.eval.panel import achoose_panel, describe
-from moa_graph.eval.runner import arun_eval
-from moa_graph.eval.suites import Suite, load_suite
 from moa_graph.presets import PRESETS
 from moa_graph.sync import run_sync
 from moa_graph.usage import read_prices
+
+if TYPE_CHECKING:
+    from moa_graph.eval.suites import Suite
 
 
 def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -82,6 +80,7 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     add("--n", type=int, help="only the first N distinct items")
     add(
+        "--eval-seed",
         "--seed",
         dest="eval_seed",
         type=int,
@@ -127,6 +126,15 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         MoAConfigError: Bad options or settings (exit status 2), before any model call.
     """
+    try:  # the 'eval' extra: scipy's statistics, the plot
+        from moa_graph.eval.artifacts import export_alpaca_eval, write_artifacts
+        from moa_graph.eval.markdown import render
+        from moa_graph.eval.runner import arun_eval
+        from moa_graph.eval.suites import load_suite
+    except ImportError as exc:
+        raise MoAConfigError(
+            f"moa-graph eval needs the 'eval' extra ({exc}): pip install 'moa-graph[eval]'"
+        ) from None
     settings = settings_from(args)
     if args.alpaca_export and args.out is None:
         raise MoAConfigError("--alpaca-export writes files: give --out DIR")
@@ -160,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"moa-graph: eval interrupted; {kept}", file=sys.stderr)
         raise
-    print(render(report))
+    show(render(report))
     if args.out is not None:
         paths = write_artifacts(report, args.out, plot=not args.no_plot)
         if args.alpaca_export:
@@ -183,8 +191,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _choose_panel(args: argparse.Namespace, suite: Suite, settings: dict[str, Any]) -> int:
+def _choose_panel(args: argparse.Namespace, suite: "Suite", settings: dict[str, Any]) -> int:
     """``--choose-panel``: choose, print, and write ``panel.json`` (with --out)."""
+    from moa_graph.eval.panel import achoose_panel, describe
+
     choice = run_sync(
         achoose_panel(
             suite, args.choose_panel, k=args.panel_size, how=args.panel_score,
@@ -192,8 +202,19 @@ def _choose_panel(args: argparse.Namespace, suite: Suite, settings: dict[str, An
             out=args.out, concurrency=args.concurrency, progress=not args.no_progress,
         )
     )  # fmt: skip
-    print(describe(choice))
+    show(describe(choice))
     if args.out is not None:
         print(f"moa-graph: wrote {args.out / 'panel.json'} (use it with --context)",
               file=sys.stderr)  # fmt: skip
     return 0
+
+
+def show(markdown: str) -> None:
+    """Print a report: drawn by rich on a terminal, the Markdown itself when piped."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console().print(Markdown(markdown))
+    else:
+        print(markdown)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
-from moa_graph import sync
+from moa_graph import __version__, sync
 from moa_graph.cli import ask, batch, eval, serve
 from moa_graph.cli.options import model_options, run_options
 from moa_graph.errors import DegradedAnswer, MoAConfigError
@@ -78,6 +78,7 @@ def parser() -> argparse.ArgumentParser:
         description="Mixture-of-Agents: several proposers answer, an aggregator synthesizes.",
         epilog="Settings not given fall back to MOA_* environment variables, then defaults.",
     )
+    top.add_argument("--version", action="version", version=f"moa-graph {__version__}")
     commands = top.add_subparsers(dest="command", required=True)
     ask.add_parsers(commands, [common])
     serve.add_parser(commands)

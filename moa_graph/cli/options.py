@@ -51,6 +51,7 @@ def run_options(models: argparse.ArgumentParser) -> argparse.ArgumentParser:
         + "; ".join(f"{name}: {text}" for name, text in PRESET_DESCRIPTIONS.items()),
     )
     add(
+        "--aggregator-mode",
         "--mode",
         dest="aggregator_mode",
         choices=get_args(AggregatorMode),
@@ -80,7 +81,9 @@ def add_call_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--retries", type=int, help="retries per call on 429, 5xx and timeouts (default 2)")
     add(
+        "--proposer-timeout-s",
         "--timeout",
+        dest="timeout",
         type=float,
         help="seconds per proposer call attempt, counted once it is admitted (default 120)",
     )

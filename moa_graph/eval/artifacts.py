@@ -4,8 +4,9 @@
   (answers per turn, scores, judgments with the judge's raw text).
 - ``items.jsonl``: the same records, one per (item, system) line.
 - ``summary.md``: the table printed to the terminal.
-- ``plot.png``: quality with 95% interval bars per system, and quality against tokens (or cost)
-  per item, the view of the MoA paper's Fig. 5 (arXiv 2406.04692, section 3.4).
+- ``plot.png``: quality per system with its 95% interval (the baseline marked), each system's
+  paired difference from the baseline with the interval its verdict reads, and quality against
+  tokens (or cost) per item, the view of the MoA paper's Fig. 5 (arXiv 2406.04692, 3.4).
 - ``skills.png`` (FLASK suites): each skill's mean score per system, bars side by side with
   95% intervals.
 - ``alpaca_eval/<system>.json`` (on request): ``[{"instruction", "output", "generator"}]`` per
@@ -14,6 +15,7 @@
 
 import json
 import logging
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -114,40 +116,93 @@ def write_skill_plot(report: EvalReport, path: Path) -> Path:
 
 
 def write_plot(report: EvalReport, path: Path) -> Path:
-    """Draw quality per system (with 95% intervals) and quality against tokens or cost per item.
+    """Draw three panels: quality per system, the paired differences, quality against spend.
+
+    - quality per system with its 95% interval (Wilson for accuracy, bootstrap otherwise), the
+      baseline in its own colour, named "(baseline)", with a dotted line at its quality;
+    - each system minus the baseline, paired over the items, with the bootstrap 95% interval
+      the verdicts are read from (green better, red worse, grey not distinguishable; win rates
+      against 0.5). Two systems' own intervals can overlap while their paired difference is
+      clear, so this panel, not the first, says which differ;
+    - quality against tokens (or USD with ``--prices``) per item, one marker per system named
+      in the legend: the view of the MoA paper's Fig. 5 (arXiv 2406.04692, section 3.4).
 
     Raises:
         MoAConfigError: matplotlib is missing.
     """
     plt = _pyplot()
     shown = [s for s in report.systems if s.quality is not None and s.name != "best-single"]
-    names = [s.name for s in shown]
-    quality = [s.quality or 0.0 for s in shown]
-    # Bars from the interval; never negative, as rounding could make them.
-    lows = [q if s.low is None else s.low for q, s in zip(quality, shown, strict=True)]
-    highs = [q if s.high is None else s.high for q, s in zip(quality, shown, strict=True)]
-    below = [max(0.0, q - low) for q, low in zip(quality, lows, strict=True)]
-    above = [max(0.0, high - q) for q, high in zip(quality, highs, strict=True)]
-    by_cost = bool(shown) and all(s.cost_per_item is not None for s in shown)
-    spend = [(s.cost_per_item or 0.0) if by_cost else s.tokens_per_item for s in shown]
+    compared = [c for c in report.comparisons if c.baseline == report.baseline]
+    rows = max(len(shown), len(compared), 1)
+    figure, (left, middle, right) = plt.subplots(
+        1, 3, figsize=(16, 1.6 + 0.42 * rows), layout="constrained"
+    )
+    colours = plt.get_cmap("tab10").colors
+    baseline = next((s for s in shown if s.name == report.baseline), None)
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    positions = list(range(len(shown)))
-    left.errorbar(quality, positions, xerr=[below, above], fmt="o", capsize=4)
-    left.set_yticks(positions, names)
+    for i, s in enumerate(shown):
+        quality = s.quality or 0.0
+        low, high = (quality, quality) if s.low is None else (s.low, s.high or quality)
+        is_baseline = s is baseline
+        left.errorbar(
+            quality, i, xerr=[[max(0.0, quality - low)], [max(0.0, high - quality)]],
+            fmt="*" if is_baseline else "o", markersize=11 if is_baseline else 6,
+            capsize=4, color="black" if is_baseline else colours[i % len(colours)],
+        )  # fmt: skip
+    left.set_yticks(range(len(shown)), [_label(s.name, s is baseline) for s in shown])
     left.set_ylim(max(len(shown), 1) - 0.5, -0.5)
-    left.set_xlabel(f"{report.metric} (95% interval)")
-    if report.metric == "win rate":
-        left.axvline(0.5, color="grey", linestyle=":", linewidth=1)
-    left.set_title(f"{report.suite}, {report.items} distinct items")
-    right.errorbar(spend, quality, yerr=[below, above], fmt="o", capsize=4)
-    for x, y, name in zip(spend, quality, names, strict=True):
-        right.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    if baseline is not None and baseline.quality is not None:
+        left.axvline(baseline.quality, color="black", linestyle=":", linewidth=1)
+    left.set_xlabel(f"{report.metric} (95% interval of each system alone)")
+    left.set_title(f"{report.suite}, {report.items} distinct items", fontsize=10)
+
+    null = 0.5 if report.metric == "win rate" else 0.0
+    tone = {"better": "tab:green", "worse": "tab:red", "not distinguishable": "grey"}
+    for i, c in enumerate(compared):
+        middle.errorbar(
+            c.estimate, i, xerr=[[max(0.0, c.estimate - c.low)], [max(0.0, c.high - c.estimate)]],
+            fmt="o", capsize=4, color=tone[c.verdict],
+        )  # fmt: skip
+    verdicts = dict.fromkeys(c.verdict for c in compared)
+    middle.legend(
+        handles=[
+            plt.Line2D([], [], marker="o", linestyle="", color=tone[v], label=v) for v in verdicts
+        ],
+        fontsize=7, loc="lower right",
+    )  # fmt: skip
+    middle.set_yticks(range(len(compared)), [_label(c.system, False) for c in compared])
+    middle.set_ylim(max(len(compared), 1) - 0.5, -0.5)
+    middle.axvline(null, color="black", linestyle=":", linewidth=1)
+    middle.set_xlabel(
+        f"win rate against {report.baseline}"
+        if report.metric == "win rate"
+        else f"{report.metric} minus {report.baseline}'s, same items"
+    )
+    middle.set_title("paired 95% intervals: the verdicts", fontsize=10)
+
+    by_cost = bool(shown) and all(s.cost_per_item is not None for s in shown)
+    for i, s in enumerate(shown):
+        spend = (s.cost_per_item or 0.0) if by_cost else s.tokens_per_item
+        is_baseline = s is baseline
+        right.plot(
+            spend, s.quality, "*" if is_baseline else "o",
+            markersize=13 if is_baseline else 8,
+            color="black" if is_baseline else colours[i % len(colours)],
+            label=_label(s.name, is_baseline),
+        )  # fmt: skip
     right.set_xlabel("USD per item" if by_cost else "tokens per item")
     right.set_ylabel(report.metric)
-    right.set_title(f"{report.metric} against {'cost' if by_cost else 'tokens'}")
     right.set_xlim(left=0)
-    return _saved(plt, figure, path)
+    right.set_title(f"{report.metric} against {'cost' if by_cost else 'tokens'}", fontsize=10)
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _label(name: str, is_baseline: bool) -> str:
+    """A system's name wrapped at 30 characters, "(baseline)" added to the baseline's."""
+    return textwrap.fill(name + (" (baseline)" if is_baseline else ""), 30)
 
 
 def export_alpaca_eval(report: EvalReport, out: str | Path) -> list[Path]:

@@ -6,6 +6,8 @@ It is what ``moa-graph eval`` prints and ``summary.md`` holds; every figure come
 
 from typing import TYPE_CHECKING
 
+from moa_graph.eval.stats import p_value_text
+
 if TYPE_CHECKING:
     from moa_graph.eval.report import EvalReport, SystemResult
     from moa_graph.eval.skill_report import SkillReport
@@ -52,7 +54,7 @@ def render(report: "EvalReport") -> str:
         for c in report.comparisons:
             lines.append(
                 f"| {c.system} vs {c.baseline} | {c.estimate:+.3f} | "
-                f"{_interval(c.low, c.high, signed=True)} | {_number(c.p_value)} "
+                f"{_interval(c.low, c.high, signed=True)} | {_p(c.p_value)} "
                 f"| {c.verdict} |"
             )
     if report.skills is not None:
@@ -139,6 +141,10 @@ def _interval(low: float | None, high: float | None, *, signed: bool = False) ->
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else p_value_text(value)
 
 
 def _seconds(value: float | None) -> str:

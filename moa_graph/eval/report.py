@@ -24,6 +24,7 @@ from moa_graph.eval.stats import (
     bootstrap_mean,
     length_adjusted_win_rate,
     mcnemar_exact,
+    p_value_text,
     percentile,
     verdict,
     wilson,
@@ -135,7 +136,7 @@ class Comparison:
                 f"{self.metric} difference {self.estimate:+.3f}, 95% CI {self.low:+.3f} to "
                 f"{self.high:+.3f}"
             )
-        p = f", McNemar p = {self.p_value:.3f}" if self.p_value is not None else ""
+        p = f", McNemar p {_p_clause(self.p_value)}" if self.p_value is not None else ""
         after = " (best-single was chosen after the fact)" if self.chosen_after_the_fact else ""
         return (
             f"{self.system} vs {self.baseline}: {self.verdict} at 95% "
@@ -273,6 +274,8 @@ def build_report(
                         replace(comparison, baseline=BEST_SINGLE, chosen_after_the_fact=True)
                     )
     notes += [c.length_warning for c in comparisons if c.length_warning]
+    if len(comparisons) > 1:
+        notes.append(_many_comparisons(comparisons))
     judgments = sum(len(r.get("judgments", [])) for r in records)
     judge_errors = sum(r.get("judge_errors", 0) for r in records)
     if judge_errors:
@@ -309,6 +312,30 @@ def build_report(
         systems=results, comparisons=comparisons, notes=notes, records=records,
         repeated=repeated,
     )  # fmt: skip
+
+
+def _many_comparisons(comparisons: list[Comparison]) -> str:
+    """The caveat of many comparisons each made at 95%: some read "better" or "worse" by chance.
+
+    With p-values (accuracy), it gives Bonferroni's threshold for one family-wide test.
+    """
+    count = len(comparisons)
+    text = (
+        f"{count} comparisons, each at 95%: where no system truly differs, each still reads "
+        f'"better" or "worse" 5% of the time (about {count * 0.05:.1f} of these {count})'
+    )
+    if all(c.p_value is not None for c in comparisons):
+        text += (
+            f"; for one family-wide test, hold each McNemar p to 0.05 / {count} = "
+            f"{0.05 / count:.4f} (Bonferroni)"
+        )
+    return text
+
+
+def _p_clause(p: float) -> str:
+    """``= 0.042`` or ``< 0.001``: a p-value as it reads after "McNemar p"."""
+    text = p_value_text(p)
+    return text if text.startswith("<") else f"= {text}"
 
 
 def item_quality(record: ItemRecord, metric: Metric) -> float | None:

@@ -81,6 +81,11 @@ def mcnemar_exact(baseline_only: int, system_only: int) -> float:
     return float(stats.binomtest(system_only, n, 0.5).pvalue)
 
 
+def p_value_text(p: float) -> str:
+    """Return `p` as a report prints it: three decimals, or ``"< 0.001"`` below that."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def _containing(estimate: float, low: float, high: float) -> tuple[float, float]:
     """Widen (low, high) by rounding error so that it contains `estimate`."""
     return min(low, estimate), max(high, estimate)

@@ -11,7 +11,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langgraph.graph import START, MessagesState, StateGraph
 
-from moa_graph import ChatMoA, MoAContext, ProposerQuorumError
+from moa_graph import ChatMoA, MoAConfigError, MoAContext, ModelSpec, ProposerQuorumError
 from moa_graph.answer_stream import AnswerStream
 from tests.fakes import ScriptedChatModel
 
@@ -105,6 +105,20 @@ def test_a_run_setting_given_as_an_argument_says_where_it_goes() -> None:
         ChatMoA(temperature=0)
     with pytest.raises(ValueError, match="Extra inputs are not permitted"):
         ChatMoA(temprature=0)
+
+
+def test_proposers_and_aggregator_take_specs_as_moacontext_does() -> None:
+    spec = ModelSpec(model="openai:a", n=2)
+    moa = ChatMoA(proposers=["openai:a", spec], aggregator="openai:b",
+                  context=MoAContext(max_tokens=16))  # fmt: skip
+    assert moa.context is not None and moa.proposers is None and moa.aggregator is None
+    assert (moa.context.proposers, moa.context.aggregator) == (["openai:a", spec], "openai:b")
+    assert moa.context.max_tokens == 16  # the rest of the context is kept
+    layered = ChatMoA(proposers=[["openai:a"], ["openai:b", "openai:c"]])
+    assert layered.context is not None and layered.context.rounds == 2
+    assert layered.context.layer_proposers == [["openai:a"], ["openai:b", "openai:c"]]
+    with pytest.raises(MoAConfigError, match="mixes model specs and chat model instances"):
+        ChatMoA(proposers=["openai:a", ScriptedChatModel(reply="x")])
 
 
 def test_a_calls_name_and_id_are_streamed_once() -> None:

@@ -49,3 +49,21 @@ def test_cli_exits_1_when_a_system_answers_nothing(
     assert status == 1
     assert f"{broken} answered no item; the first error: " in printed.err
     assert "| 1.000 (1/1) |" in printed.out  # the table is still printed
+
+
+def test_on_a_terminal_the_tables_are_drawn_and_the_file_keeps_markdown(
+    server: ScriptedOpenAIServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    suite = jsonl(tmp_path / "s.jsonl", [{"prompt": "q 1", "reference": 2}])
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "200")  # rich's width: cells unwrapped
+    status = main(["eval", "--suite", suite, "--systems", f"{B},{A}", "--no-progress",
+                   "--no-plot", "--out", str(tmp_path / "out")])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "|---|" not in printed and "───" in printed  # a rich table, not Markdown source
+    assert "1.000 (1/1)" in printed
+    assert f"| {A} | 1.000 (1/1) |" in (tmp_path / "out" / "summary.md").read_text()

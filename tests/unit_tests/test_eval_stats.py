@@ -18,6 +18,7 @@ from moa_graph.eval.stats import (
     bootstrap_mean,
     length_adjusted_win_rate,
     mcnemar_exact,
+    p_value_text,
     percentile,
     verdict,
     wilson,
@@ -151,3 +152,24 @@ def test_report_numbers_come_from_the_items() -> None:
     assert comparison.verdict == "not distinguishable"
     text = render(report)
     assert "| moa | 0.700 (7/10) |" in text and "chosen after" in text
+
+
+def test_small_p_values_read_below_a_bound_and_many_comparisons_are_counted() -> None:
+    assert (p_value_text(0.0004), p_value_text(0.001), p_value_text(0.0623)) == (
+        "< 0.001", "0.001", "0.062",
+    )  # fmt: skip
+    # 30 items: "base" right on none, three systems right on all: p = 2 * 0.5**30.
+    records = [
+        _record(str(i), name, name != "base", tokens=10)
+        for i in range(30)
+        for name in ("base", "a", "b", "c")
+    ]
+    report = build_report(
+        suite="s", description="d", items=30, metric="accuracy",
+        systems=[("base", "b", True), ("a", "a", True), ("b", "b", True), ("c", "c", True)],
+        records=records, baseline="base", best_single=False,
+    )  # fmt: skip
+    text = render(report)
+    assert "| a vs base | +1.000 | +1.000 to +1.000 | < 0.001 | better |" in text
+    assert "McNemar p < 0.001, n = 30" in report.comparisons[0].sentence()
+    assert "3 comparisons, each at 95%" in text and "0.05 / 3 = 0.0167 (Bonferroni)" in text
