@@ -163,13 +163,6 @@ def write_plot(report: EvalReport, path: Path) -> Path:
             c.estimate, i, xerr=[[max(0.0, c.estimate - c.low)], [max(0.0, c.high - c.estimate)]],
             fmt="o", capsize=4, color=tone[c.verdict],
         )  # fmt: skip
-    verdicts = dict.fromkeys(c.verdict for c in compared)
-    middle.legend(
-        handles=[
-            plt.Line2D([], [], marker="o", linestyle="", color=tone[v], label=v) for v in verdicts
-        ],
-        fontsize=7, loc="lower right",
-    )  # fmt: skip
     middle.set_yticks(range(len(compared)), [_label(c.system, False) for c in compared])
     middle.set_ylim(max(len(compared), 1) - 0.5, -0.5)
     middle.axvline(null, color="black", linestyle=":", linewidth=1)
@@ -178,7 +171,10 @@ def write_plot(report: EvalReport, path: Path) -> Path:
         if report.metric == "win rate"
         else f"{report.metric} minus {report.baseline}'s, same items"
     )
-    middle.set_title("paired 95% intervals: the verdicts", fontsize=10)
+    middle.set_title(
+        "paired 95% intervals: the verdicts\n(green better, red worse, grey not distinguishable)",
+        fontsize=10,
+    )
 
     by_cost = bool(shown) and all(s.cost_per_item is not None for s in shown)
     for i, s in enumerate(shown):
