@@ -1,8 +1,12 @@
 """What happens around one model call: admission (rates, server capacity) and retries.
 
-Admission waits for a request slot (``MoAContext.rpm``, LangChain's `InMemoryRateLimiter`),
-a token budget (``MoAContext.tpm``; LangChain has no token limiter) and, for the embedded
-model, a free server slot (it answers one request at a time). A call's timeout starts only
+Admission waits for a request slot (``MoAContext.rpm``: requests spread evenly, at most that
+many in any minute), a token budget (``MoAContext.tpm``: a bucket of one minute's tokens,
+refilling continuously; a call is charged its estimate up front, as OpenAI counts
+``max_tokens`` against the limit) and, for the embedded model, a free server slot (it answers
+one request at a time). Both limits are pyrate-limiter's GCRA, held where
+``MOA_LIMITS_STORE`` says (`moa_graph.limit_store`: this process, or one store for every
+process of a deployment). A call's timeout starts only
 once it is admitted, so time queued behind moa-graph's own limits never counts as call time
 (docs/notes.md, "Capacity, not calls": the embedded server's failures under load were
 capacity, not calls).
@@ -15,7 +19,6 @@ SDK's own retries off, so retries never multiply.
 """
 
 import asyncio
-import collections
 import threading
 import time
 import weakref
@@ -23,9 +26,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.rate_limiters import BaseRateLimiter, InMemoryRateLimiter
+from langchain_core.rate_limiters import BaseRateLimiter
+from pyrate_limiter import GCRA, InMemoryStateStore, Rate, StateStore
 from tenacity import RetryCallState, wait_exponential_jitter
 
+from moa_graph.limit_store import store_for
 from moa_graph.state import Usage
 
 LOCAL_SERVER_SLOTS = 1
@@ -38,6 +43,7 @@ _RETRY_NAMES = {
     "InternalServerException", "ModelNotReadyException", "EndpointConnectionError",
 }  # fmt: skip
 _backoff = wait_exponential_jitter(multiplier=0.5, max=30.0, jitter=0.5)
+_GCRA = GCRA()
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -67,34 +73,98 @@ def retry_wait(state: RetryCallState) -> float:
     return float(_backoff(state))
 
 
-class TokenBudget:
-    """At most `per_minute` tokens (input + output) in any 60-second window.
+class Gcra:
+    """One limit: `per_minute` units a minute, at most `burst` at once (pyrate-limiter's GCRA).
 
-    A call reserves its estimate before it starts and settles with the real usage after.
+    Args:
+        store: Where its state is held (`moa_graph.limit_store.store_for`).
+        per_minute: Units (requests or tokens) a minute, > 0; fractions are kept.
+        burst: Units that may go at once: 1 spreads them evenly.
     """
 
-    def __init__(self, per_minute: int):
+    def __init__(self, store: StateStore, per_minute: float, burst: int):
+        scale = 1 if float(per_minute).is_integer() else 1000  # Rate takes whole numbers
+        self._rates = [Rate(round(per_minute * scale), 60_000 * scale, burst=max(1, burst))]
+        self._store = store
+        self._local = isinstance(store, InMemoryStateStore)
+        self.burst = max(1, burst)
+
+    def take(self, units: int) -> float:
+        """Take `units` (at most `burst`) and return 0, or return seconds to wait and retry."""
+        now = self._store.default_clock.now()
+        assert isinstance(now, int)  # the stores' clocks are sync
+        decision = self._store.check(_GCRA, self._rates, now, min(units, self.burst))
+        if decision.allowed:  # type: ignore[union-attr]
+            return 0.0
+        return max(0.005, (decision.retry_after_ms or 50) / 1000)  # type: ignore[union-attr]
+
+    async def atake(self, units: int) -> float:
+        """`take`, off the event loop when the store is shared (a file lock, a network call)."""
+        return self.take(units) if self._local else await asyncio.to_thread(self.take, units)
+
+
+class RequestLimiter(BaseRateLimiter):
+    """``rpm`` as LangChain's rate limiter interface: one request at a time, spread evenly."""
+
+    def __init__(self, gcra: Gcra):
+        self._gcra = gcra
+
+    def acquire(self, *, blocking: bool = True) -> bool:
+        """Take one request slot, waiting for it unless `blocking` is False."""
+        while (wait := self._gcra.take(1)) > 0:
+            if not blocking:
+                return False
+            time.sleep(wait)
+        return True
+
+    async def aacquire(self, *, blocking: bool = True) -> bool:
+        """Take one request slot without blocking the event loop."""
+        while (wait := await self._gcra.atake(1)) > 0:
+            if not blocking:
+                return False
+            await asyncio.sleep(wait)
+        return True
+
+
+class TokenBudget:
+    """``tpm``: a bucket of `per_minute` tokens (input + output) refilling continuously.
+
+    A call is charged its estimate before it starts; what a call used beyond its estimate is
+    charged with the next reservation (never refunded: OpenAI counts ``max_tokens`` against
+    its limit too). A call larger than the whole budget is charged the budget.
+    """
+
+    def __init__(self, per_minute: int, store: StateStore | None = None):
         self.per_minute = per_minute
-        self._spent: collections.deque[tuple[float, int]] = collections.deque()
+        self._gcra = Gcra(store or InMemoryStateStore(), per_minute, burst=per_minute)
+        self._owed = 0
         self._lock = threading.Lock()
 
     def try_reserve(self, tokens: int) -> float:
-        """Reserve `tokens` and return 0, or return the seconds to wait before trying again."""
-        tokens = min(tokens, self.per_minute)  # a call larger than the budget still runs
+        """Charge `tokens` and return 0, or return the seconds to wait before trying again."""
         with self._lock:
-            now = time.monotonic()
-            while self._spent and self._spent[0][0] <= now - 60:
-                self._spent.popleft()
-            used = sum(t for _, t in self._spent)
-            if used + tokens <= self.per_minute:
-                self._spent.append((now, tokens))
-                return 0.0
-            return max(0.05, self._spent[0][0] + 60 - now)
+            owed = self._owed
+        wait = self._gcra.take(tokens + owed)
+        if wait == 0:
+            with self._lock:
+                self._owed -= owed
+        return wait
+
+    async def atry_reserve(self, tokens: int) -> float:
+        """`try_reserve` without blocking the event loop."""
+        with self._lock:
+            owed = self._owed
+        wait = await self._gcra.atake(tokens + owed)
+        if wait == 0:
+            with self._lock:
+                self._owed -= owed
+        return wait
 
     def settle(self, estimated: int, actual: int) -> None:
-        """Replace a reservation of `estimated` tokens by the `actual` count."""
-        with self._lock:
-            self._spent.append((time.monotonic(), actual - min(estimated, self.per_minute)))
+        """Owe what a call used beyond its estimate, to be charged with the next reservation."""
+        if actual > estimated:
+            with self._lock:
+                self._owed += actual - estimated
 
 
 @dataclass(frozen=True)
@@ -119,26 +189,34 @@ class Admission:
 
     async def aenter(self, prompt_chars: int) -> tuple[int, "asyncio.Semaphore | None"]:
         """Wait until the call may start; return its token reservation and server slot."""
-        if self.requests is not None:
-            await self.requests.aacquire()
-        reserved = await self._areserve(prompt_chars)
-        slot = _server_slot(self.server) if self.server else None
-        if slot is not None:
-            await slot.acquire()
+        _waiting(1)
+        try:
+            if self.requests is not None:
+                await self.requests.aacquire()
+            reserved = await self._areserve(prompt_chars)
+            slot = _server_slot(self.server) if self.server else None
+            if slot is not None:
+                await slot.acquire()
+        finally:
+            _waiting(-1)
         return reserved, slot
 
     def enter(self, prompt_chars: int) -> tuple[int, threading.Semaphore | None]:
         """Block until the call may start (sync form of `aenter`)."""
-        if self.requests is not None:
-            self.requests.acquire()
-        reserved = 0
-        if self.tokens is not None:
-            reserved = self.estimate(prompt_chars)
-            while (wait := self.tokens.try_reserve(reserved)) > 0:
-                time.sleep(wait)
-        slot = _sync_server_slot(self.server) if self.server else None
-        if slot is not None:
-            slot.acquire()
+        _waiting(1)
+        try:
+            if self.requests is not None:
+                self.requests.acquire()
+            reserved = 0
+            if self.tokens is not None:
+                reserved = self.estimate(prompt_chars)
+                while (wait := self.tokens.try_reserve(reserved)) > 0:
+                    time.sleep(wait)
+            slot = _sync_server_slot(self.server) if self.server else None
+            if slot is not None:
+                slot.acquire()
+        finally:
+            _waiting(-1)
         return reserved, slot
 
     def settle(self, reserved: int, usage: "Usage | None") -> None:
@@ -150,20 +228,21 @@ class Admission:
         if self.tokens is None:
             return 0
         reserved = self.estimate(prompt_chars)
-        while (wait := self.tokens.try_reserve(reserved)) > 0:
+        while (wait := await self.tokens.atry_reserve(reserved)) > 0:
             await asyncio.sleep(wait)
         return reserved
 
 
-def in_memory_limiter(key: str, per_minute: float) -> BaseRateLimiter:
-    """The default request limiter: LangChain's, for this process (the bucket starts empty)."""
-    return InMemoryRateLimiter(
-        requests_per_second=per_minute / 60, check_every_n_seconds=min(0.05, 30 / per_minute)
-    )
+def request_limiter(key: str, per_minute: float) -> BaseRateLimiter:
+    """The request limiter of `key`: `per_minute` requests spread evenly.
+
+    Held where ``MOA_LIMITS_STORE`` says (`moa_graph.limit_store`).
+    """
+    return RequestLimiter(Gcra(store_for(f"rpm:{key}:{per_minute:g}"), per_minute, burst=1))
 
 
 LimiterFactory = Callable[[str, float], BaseRateLimiter]
-_limiter_factory: LimiterFactory = in_memory_limiter
+_limiter_factory: LimiterFactory = request_limiter
 _limiters: dict[tuple[str, float], BaseRateLimiter] = {}
 _budgets: dict[tuple[str, int], TokenBudget] = {}
 _LoopSlots = dict[str, asyncio.Semaphore]
@@ -172,6 +251,7 @@ _async_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSlots]"
 )
 _sync_slots: dict[str, threading.Semaphore] = {}
 _registry_lock = threading.Lock()
+_waiting: Callable[[int], None] = lambda change: None  # noqa: E731
 
 
 def admission_for(
@@ -181,7 +261,8 @@ def admission_for(
     """Return the admission of a spec-built call, or None when nothing limits it.
 
     A limit keyed by the whole model text (``"openai:gpt-4o"``) wins over one keyed by its
-    provider (``"openai"``); every model under the same key shares one limiter per process.
+    provider (``"openai"``); every model under the same key shares one limiter: in this
+    process, or in every process that uses the same ``MOA_LIMITS_STORE``.
 
     Args:
         model: The spec's model text.
@@ -207,8 +288,20 @@ def admission_for(
         tokens = None
         if token_key is not None:
             budget = int(tpm[token_key])
-            tokens = _budgets.setdefault((token_key, budget), TokenBudget(budget))
+            tokens = _budgets.get((token_key, budget))
+            if tokens is None:
+                store = store_for(f"tpm:{token_key}:{budget}")
+                tokens = _budgets[(token_key, budget)] = TokenBudget(budget, store)
     return Admission(requests=requests, tokens=tokens, server=server, max_tokens=max_tokens)
+
+
+def observe_waiting(observer: Callable[[int], None]) -> None:
+    """Call `observer` with +1 when a call starts waiting for admission, -1 when it ends.
+
+    The serving metrics' ``moa_model_calls_waiting`` counts them.
+    """
+    global _waiting
+    _waiting = observer
 
 
 def use_limiter_factory(factory: LimiterFactory) -> None:

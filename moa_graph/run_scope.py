@@ -52,6 +52,7 @@ class CallBudgetExceeded(RequestRefused):
             f"this run has made {calls} model calls, the most {setting} allows; the next call "
             "was refused. Ask for fewer proposers, samples or rounds, or the operator raises "
             f"{setting}",
+            reason="over_budget",
         )
         self.calls = calls
 

@@ -66,7 +66,7 @@ class RunSummary(PanelStatus):
         references: The texts the answer was made from: the first stage's answers when a
             cascade answered, else the last layer's.
         proposals: Each proposer call, compactly (`proposal_digest`: model, layer, status,
-            tokens, latency in seconds).
+            tokens, latency in seconds, cut_off, reused).
         cut_off: True when the answer stopped at ``max_tokens`` (the aggregator's reply, or
             the proposal a vote, a selection or a cascade returned): it may be cut off.
         proposals_cut_off: Proposer calls of the run that stopped at their ``max_tokens``.
@@ -155,7 +155,11 @@ def made_calls(proposals: Iterable[Proposal]) -> list[Proposal]:
 
 
 def proposal_digest(proposals: Iterable[Proposal]) -> list[dict[str, Any]]:
-    """Return each proposal's model, layer, status, tokens and latency (seconds), compactly."""
+    """Return each proposal's model, layer, status, tokens and latency (seconds), compactly.
+
+    Each also says whether it stopped at ``max_tokens`` (``cut_off``) and whether it repeats a
+    first-stage answer instead of a new call (``reused``: an escalated cascade's layer 1).
+    """
     return [
         {
             "model": p["model"],
@@ -165,6 +169,8 @@ def proposal_digest(proposals: Iterable[Proposal]) -> list[dict[str, Any]]:
             if p["usage"] is None
             else p["usage"]["input_tokens"] + p["usage"]["output_tokens"],
             "latency_s": p["latency_s"],
+            "cut_off": bool(p.get("cut_off")),
+            "reused": "reused_from" in p,
         }
         for p in proposals
     ]

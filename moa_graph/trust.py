@@ -35,7 +35,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from moa_graph.budget import check_max_calls, most_calls
 from moa_graph.context import MoAContext
@@ -97,18 +97,29 @@ _SCHEMA_SETTINGS = {
 }
 
 
+RefusalReason = Literal["not_allowed", "over_budget", "bad_schema", "unknown_setting"]
+
+
 class RequestRefused(MoAConfigError):
     """A request set something the operator does not allow, or went over a budget.
 
     Attributes:
         param: The refused field, e.g. ``"moa.proposers[0].model_kwargs.base_url"``.
         status: The HTTP status to answer with (400, or 413 for a body over the limit).
+        reason: Why, from a fixed set (the ``reason`` label of ``moa_refusals_total``):
+            ``not_allowed`` (a field, model or model setting that is the operator's),
+            ``over_budget`` (over a ``MOA_SERVE_MAX_*`` budget), ``bad_schema`` (a JSON Schema
+            refused) or ``unknown_setting`` (not a MoA setting, or not a model spec).
     """
 
-    def __init__(self, param: str, message: str, *, status: int = 400):
+    def __init__(
+        self, param: str, message: str, *, status: int = 400,
+        reason: RefusalReason = "not_allowed",
+    ):  # fmt: skip
         super().__init__(message)
         self.param = param
         self.status = status
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -191,7 +202,9 @@ class RequestPolicy:
             param = f"moa.{name}"
             if name not in known:
                 raise RequestRefused(
-                    param, f"{param} is not a MoA setting: MoAContext takes {sorted(known)}"
+                    param,
+                    f"{param} is not a MoA setting: MoAContext takes {sorted(known)}",
+                    reason="unknown_setting",
                 )
             if name in MODEL_FIELDS:
                 if not self.allow_models:
@@ -325,11 +338,13 @@ class RequestPolicy:
                 (``...schema.properties.name.$ref``).
         """
         if not isinstance(schema, dict):
-            raise RequestRefused(param, f"{param} must be a JSON Schema object")
+            raise RequestRefused(
+                param, f"{param} must be a JSON Schema object", reason="bad_schema"
+            )
         try:
             size = len(json.dumps(schema))
         except (RecursionError, ValueError):
-            raise RequestRefused(param, f"{param} nests too deeply") from None
+            raise RequestRefused(param, f"{param} nests too deeply", reason="bad_schema") from None
         if size > self.max_schema_bytes:
             raise _over(param, size, self.max_schema_bytes, "MAX_SCHEMA_BYTES", unit=" bytes")
         try:
@@ -338,7 +353,7 @@ class RequestPolicy:
             where = f"{param}{exc.where}"
             setting = _SCHEMA_SETTINGS.get(exc.bound or "")
             hint = f"; simplify it, or the operator raises {setting}" if setting else ""
-            raise RequestRefused(where, f"{where}: {exc}{hint}") from None
+            raise RequestRefused(where, f"{where}: {exc}{hint}", reason="bad_schema") from None
         return size
 
     def check_schema_total(self, size: int) -> None:
@@ -412,14 +427,15 @@ def _specs(param: str, name: str, value: object) -> Iterator[tuple[str, ModelSpe
             for j, item in enumerate(layer if isinstance(layer, list) else [layer]):
                 yield f"{param}[{i}][{j}]", _spec(f"{param}[{i}][{j}]", item)
     else:
-        raise RequestRefused(param, f"{param} must be a list of model specs")
+        raise RequestRefused(param, f"{param} must be a list of model specs",
+                             reason="unknown_setting")  # fmt: skip
 
 
 def _spec(param: str, value: object) -> ModelSpec:
     try:
         return to_model_spec(param, value)
     except MoAConfigError as exc:
-        raise RequestRefused(param, str(exc)) from None
+        raise RequestRefused(param, str(exc), reason="unknown_setting") from None
 
 
 def _matches(model: str, allowed: str) -> bool:
@@ -433,6 +449,7 @@ def _over(param: str, value: float, limit: float, name: str, unit: str = "") -> 
         param,
         f"{param}={value:g}{unit} is over this server's limit of {limit:g}: ask for less, or "
         f"the operator raises MOA_SERVE_{name}",
+        reason="over_budget",
     )
 
 

@@ -94,7 +94,11 @@ class RayPairs:
         count = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         settings = context if shared_limits else _split_limits(context, count)
         actor = ray.remote(
-            num_cpus=num_cpus, max_concurrency=per_actor, max_restarts=-1, max_task_retries=0
+            num_cpus=num_cpus,
+            max_concurrency=per_actor,
+            max_restarts=-1,
+            max_task_retries=0,
+            scheduling_strategy="SPREAD",  # one actor per node before two on one
         )(PairActor)
         forwarded = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         actor = actor.options(runtime_env={"env_vars": forwarded}) if forwarded else actor
@@ -116,6 +120,11 @@ class RayPairs:
             return error_record(row, sample, key, died, round(time.perf_counter() - start, 3))
         finally:
             self._load[index] -= 1
+
+    def nodes(self) -> list[str]:
+        """Return the Ray node id each actor runs on (an actor restarted elsewhere moves)."""
+        ids: list[str] = self._ray.get([actor.node.remote() for actor in self._actors])
+        return ids
 
     def close(self) -> None:
         """Stop the actors, and the cluster if this started it."""
@@ -143,6 +152,11 @@ class PairActor:
     async def run(self, row: Row, sample: int, key: str) -> BatchRecord:
         """Run one pair and return its record."""
         return await run_pair(self.graph, self.context, self.prices, row, sample, key)
+
+    async def node(self) -> str:
+        """The id of the Ray node this actor runs on."""
+        node_id: str = _import_ray().get_runtime_context().get_node_id()
+        return node_id
 
 
 class RateBucket:

@@ -168,10 +168,14 @@ def _ray_executor(
         raise MoAConfigError(f"--ray needs Ray ({exc}): pip install 'moa-graph[ray]'") from None
     actors = args.ray_actors
     per_actor = math.ceil(args.concurrency / actors) if actors else 64
-    return RayPairs(
+    executor = RayPairs(
         context, prices, address=None if args.ray == "local" else args.ray, actors=actors,
         per_actor=per_actor, shared_limits=args.ray_shared_limits,
     )  # fmt: skip
+    nodes = executor.nodes()
+    print(f"moa-graph: {len(nodes)} Ray actors on {len(set(nodes))} node"
+          f"{'s' * (len(set(nodes)) > 1)}", file=sys.stderr)  # fmt: skip
+    return executor
 
 
 async def _consume(runner: BatchRunner, rows: Iterator[Row], progress: Progress) -> None:

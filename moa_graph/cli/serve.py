@@ -3,6 +3,7 @@
 import argparse
 import os
 import sys
+import tempfile
 from typing import Any
 
 from moa_graph.errors import MoAConfigError
@@ -14,11 +15,13 @@ def add_parser(commands: Any) -> None:
     serve = commands.add_parser(
         "serve",
         help="serve MoA as an OpenAI-compatible API (needs the 'serve' extra)",
-        description="POST /v1/chat/completions and GET /v1/models on HOST:PORT; model 'moa' "
-        "uses the MOA_* settings. MOA_API_KEY sets a bearer key. A request may set only the "
-        "MoA fields the operator allows (MOA_SERVE_ALLOW_FIELDS, MOA_SERVE_ALLOW_MODELS), "
-        "within budgets (MOA_SERVE_MAX_ROUNDS, _CALLS, _TOKENS, _TIMEOUT_S, _MESSAGES, "
-        "_BODY_BYTES).",
+        description="POST /v1/chat/completions, /v1/responses, /v1/completions and GET "
+        "/v1/models on HOST:PORT; model 'moa' uses the MOA_* settings. MOA_API_KEY sets a "
+        "bearer key. A request may set only the MoA fields the operator allows "
+        "(MOA_SERVE_ALLOW_FIELDS, MOA_SERVE_ALLOW_MODELS), within budgets "
+        "(MOA_SERVE_MAX_ROUNDS, _CALLS, _TOKENS, _TIMEOUT_S, _MESSAGES, _BODY_BYTES). "
+        "GET /healthz and /readyz need no key; GET /metrics is Prometheus' "
+        "(MOA_SERVE_METRICS=key|open|off).",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -26,8 +29,9 @@ def add_parser(commands: Any) -> None:
         "--workers",
         type=int,
         default=1,
-        help="server processes (uvicorn's workers; default 1). rpm/tpm limits are divided "
-        "among them; an embedded model is started once and shared",
+        help="server processes (uvicorn's workers; default 1). They share one rpm/tpm "
+        "limiter (MOA_LIMITS_STORE: an SQLite file by default, or Redis for several hosts) "
+        "and one embedded model, and /metrics counts them all",
     )
     serve.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -44,18 +48,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from moa_graph.serving.catalog import (
-            WORKERS_ENV,
-            assistants_file,
-            local_models,
-            served_models,
-        )
+        from moa_graph.serving.catalog import assistants_file, local_models, served_models
         from moa_graph.serving.protocol import DeadlineProtocol
     except ImportError as exc:
         raise MoAConfigError(
             f"moa-graph serve needs FastAPI and uvicorn ({exc}): pip install 'moa-graph[serve]'"
         ) from None
-    os.environ[WORKERS_ENV] = str(workers)  # the workers divide rpm/tpm by it
     catalog = served_models(assistants_file())
     local = sorted(local_models(catalog))
     if workers > 1 and local and not os.environ.get(BASE_URL_ENV):
@@ -73,8 +71,27 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(
-        "moa_graph.serving.app:app", host=host, port=port, workers=workers, log_level="warning",
-        http=DeadlineProtocol,  # deadlines for a request's head and body, bounded connections
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="moa-graph-serve-") as shared:
+        if workers > 1:
+            _share_among_workers(shared)
+        uvicorn.run(
+            "moa_graph.serving.app:serve_app", factory=True, host=host, port=port,
+            workers=workers, log_level="warning",
+            http=DeadlineProtocol,  # deadlines for a request's head and body, bounded connections
+        )  # fmt: skip
     return 0
+
+
+def _share_among_workers(folder: str) -> None:
+    """Give the workers one rate limiter and one set of metrics, in `folder` (private, 0700).
+
+    The operator's ``MOA_LIMITS_STORE`` (Redis, for several hosts) and
+    ``PROMETHEUS_MULTIPROC_DIR`` are kept when set.
+    """
+    from moa_graph.limit_store import LIMITS_STORE_ENV
+    from moa_graph.serving.metrics import MULTIPROCESS_ENV
+
+    os.environ.setdefault(LIMITS_STORE_ENV, f"sqlite:{os.path.join(folder, 'limits.db')}")
+    metrics = os.path.join(folder, "metrics")
+    os.makedirs(metrics, exist_ok=True)
+    os.environ.setdefault(MULTIPROCESS_ENV, metrics)

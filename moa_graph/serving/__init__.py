@@ -3,7 +3,8 @@
 `moa_graph.serving.app.app` is a FastAPI app with ``GET /v1/models``, ``GET /v1/models/{id}``,
 ``POST /v1/chat/completions``, ``POST /v1/responses`` and ``POST /v1/completions``;
 ``langgraph dev`` serves it beside the LangGraph API (langgraph.json ``http.app``) and
-``moa-graph serve`` runs it with uvicorn. Each request is
+``moa-graph serve`` runs it with uvicorn, with ``GET /healthz``, ``GET /readyz`` and
+``GET /metrics`` added (`moa_graph.serving.app.serve_app`). Each request is
 stateless: the whole conversation in, one answer out. Needs the ``serve`` extra (FastAPI,
 uvicorn) outside ``langgraph dev``.
 
@@ -12,5 +13,7 @@ Settings: ``MOA_API_KEY`` (a bearer key; unset = open), ``MOA_MAX_CONCURRENT_REQ
 ``MOA_SERVE_ASSISTANTS`` (a studio/assistants.json file whose ``moa`` assistants become models;
 unset: none). What a request's ``moa`` object may set, and every request's
 budget, are the operator's: ``MOA_SERVE_ALLOW_FIELDS``, ``MOA_SERVE_ALLOW_MODELS`` and
-``MOA_SERVE_MAX_*`` (`moa_graph.trust`; README "The trust boundary").
+``MOA_SERVE_MAX_*`` (`moa_graph.trust`; README "The trust boundary"). Operations:
+``MOA_SERVE_METRICS`` (``key``, ``open`` or ``off``), ``MOA_LIMITS_STORE`` (where ``rpm`` and
+``tpm`` are held: `moa_graph.limit_store`).
 """

@@ -153,11 +153,13 @@ async def answer_events(
                 for piece in pieces.of(event):
                     yield piece
             elif isinstance(event, Exception):
-                yield Failed(
+                error = (
                     APIError(400, str(event), "invalid_request_error", param="moa")
                     if isinstance(event, MoAConfigError)
                     else run_failed(event)
                 )
+                error.__cause__ = event  # what the run's records and metrics are read from
+                yield Failed(error)
                 return
             elif isinstance(event, RunFinished):
                 break

@@ -17,6 +17,7 @@ from moa_graph.errors import MoAConfigError
 from moa_graph.models import missing_credentials
 from moa_graph.presets import PRESET_DESCRIPTIONS, PRESETS
 from moa_graph.serving.errors import APIError
+from moa_graph.spec import ModelSpec
 from moa_graph.state import FIRST_STAGE
 from moa_graph.trust import RequestPolicy
 
@@ -25,9 +26,6 @@ log = logging.getLogger(__name__)
 ASSISTANTS_ENV = "MOA_SERVE_ASSISTANTS"
 """A studio/assistants.json file whose ``moa`` assistants are served as models too (unset:
 none; what is served never depends on the working directory)."""
-
-WORKERS_ENV = "MOA_SERVE_WORKERS"
-"""Server processes of ``moa-graph serve --workers``, set by the command for every worker."""
 
 CREATED = int(time.time())
 PRESET_MODEL_IDS = {name: "moa-paper" if name == "moa" else name for name in PRESETS}
@@ -145,10 +143,24 @@ def report_oversized(catalog: dict[str, ServedModel], policy: RequestPolicy) -> 
 
 def local_models(catalog: dict[str, ServedModel]) -> set[str]:
     """Return the embedded models (``local:NAME``) the served models use, as NAME."""
-    names = set()
+    return {
+        s.model.split(":", 1)[1] for s in operator_specs(catalog) if s.model.startswith("local:")
+    }
+
+
+def operator_labels(catalog: dict[str, ServedModel]) -> set[str]:
+    """Return the labels of every model the served models call (as their records name them)."""
+    return {spec.name for spec in operator_specs(catalog)}
+
+
+def operator_specs(catalog: dict[str, ServedModel]) -> list[ModelSpec]:
+    """Return every model spec of the served models' own settings.
+
+    Proposers of each layer, a cascade's first stage, the aggregator.
+    """
+    specs: list[ModelSpec] = []
     for served in catalog.values():
         ctx = served.context({})
-        specs = [ctx.aggregator_spec()]
-        specs += [s for k in range(1, ctx.rounds + 1) for s in ctx.proposer_specs(k)]
-        names |= {s.model.split(":", 1)[1] for s in specs if s.model.startswith("local:")}
-    return names
+        specs.append(ctx.aggregator_spec())
+        specs += [s for k in range(FIRST_STAGE, ctx.rounds + 1) for s in ctx.proposer_specs(k)]
+    return specs

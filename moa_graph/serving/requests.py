@@ -33,6 +33,7 @@ from moa_graph.context import PROPOSAL_MODES, MoAContext
 from moa_graph.errors import MoAConfigError
 from moa_graph.json_schema import validator
 from moa_graph.models import takes_setting
+from moa_graph.serving import metrics
 from moa_graph.serving.catalog import ServedModel
 from moa_graph.serving.errors import APIError
 from moa_graph.spec import ModelSpec
@@ -115,7 +116,7 @@ class ChatRequest(BaseModel):
 
 
 def prepare(
-    body: ChatRequest, served: ServedModel, policy: RequestPolicy, workers: int = 1
+    body: ChatRequest, served: ServedModel, policy: RequestPolicy
 ) -> tuple[list[BaseMessage], MoAContext, AnswerForm]:
     """Validate the request and return its messages, settings and answer form; call nothing.
 
@@ -123,8 +124,8 @@ def prepare(
         body: The request.
         served: The model it names.
         policy: The operator's allowlist and budgets (`moa_graph.trust.RequestPolicy`).
-        workers: Server processes (``moa-graph serve --workers``): the operator's ``rpm`` and
-            ``tpm`` are divided among them, so that they hold in total.
+            The operator's ``rpm`` and ``tpm`` hold for the whole server: its workers share
+            one limiter (`moa_graph.limit_store`).
 
     Raises:
         APIError: 400 naming the parameter (unsupported, refused or over a budget, a malformed
@@ -183,8 +184,6 @@ def prepare(
             context,
             aggregator=aggregator,
             seed=context.seed if body.seed is None else body.seed,
-            rpm={name: rate / workers for name, rate in context.rpm.items()},
-            tpm={name: max(1, rate // workers) for name, rate in context.tpm.items()},
         )
         context = _with_sampling(context, body)
         context = _with_answer_tools(context, body, form)
@@ -314,6 +313,7 @@ def _invalid(param: str, message: str) -> APIError:
 
 
 def _refused(error: RequestRefused) -> APIError:
+    metrics.observe_refusal(error)
     return APIError(error.status, str(error), "invalid_request_error", param=error.param)
 
 
@@ -401,6 +401,7 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics.REFUSALS.labels(reason="over_budget").inc()
         error = APIError(
             413,
             f"the request body is over this server's limit of {self.max_bytes} bytes; the "

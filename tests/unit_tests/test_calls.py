@@ -102,12 +102,13 @@ async def test_request_rate_is_held_across_models_of_a_provider() -> None:
     assert time.monotonic() - start >= 0.45  # 10 per second; the bucket starts empty
 
 
-def test_token_budget_waits_for_the_window() -> None:
+def test_token_budget_charges_estimates_and_what_went_over_them() -> None:
     budget = TokenBudget(per_minute=100)
     assert budget.try_reserve(60) == 0
-    assert budget.try_reserve(60) > 0  # would exceed 100 in the window
-    budget.settle(60, 20)  # the call used only 20
-    assert budget.try_reserve(60) == 0
+    assert budget.try_reserve(60) > 0  # 40 left of the minute's 100
+    assert budget.try_reserve(40) == 0
+    budget.settle(20, 30)  # a call used 10 more than its estimate: charged with the next one
+    assert 6 < budget.try_reserve(1) < 7  # 11 tokens: 6.6 s of refill at 100 a minute
 
 
 def test_rate_settings_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,3 +88,16 @@ def test_the_eval_pages_files_load_as_their_commands_read_them(tmp_path: Path) -
             assert system.name == name
         loaded += 1
     assert loaded == 4
+
+
+def test_every_metric_the_serving_guide_names_is_one_the_server_exports() -> None:
+    from prometheus_client import REGISTRY
+
+    import moa_graph.serving.metrics  # noqa: F401  (registers the metrics)
+
+    exported = {sample_name for family in REGISTRY.collect() if family.name.startswith("moa_")
+                for sample_name in (family.name, f"{family.name}_total")}  # fmt: skip
+    exported |= {f"{name}_{part}" for name in exported for part in ("bucket", "count", "sum")}
+    page = (ROOT / "docs/guides/serving.md").read_text()
+    named = set(re.findall(r"\b(moa_[a-z_]+)\b", page)) - {"moa_answer", "moa_agent", "moa_graph"}
+    assert named and named <= exported, sorted(named - exported)

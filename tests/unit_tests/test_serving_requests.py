@@ -1,4 +1,4 @@
-"""How a chat completion request becomes MoA settings: budgets, and limits split by worker."""
+"""How a chat completion request becomes MoA settings: budgets and rate limits."""
 
 import pytest
 
@@ -10,15 +10,14 @@ from moa_graph.trust import RequestPolicy
 USER = [{"role": "user", "content": "hi"}]
 
 
-def test_rate_limits_are_divided_among_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rate_limits_are_the_operators_whole_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOA_RPM", "openai=600")
     monkeypatch.setenv("MOA_TPM", "openai=90001")
     body = ChatRequest(model="moa", messages=USER)
-    _, one, _ = prepare(body, ServedModel("moa", ""), RequestPolicy(), workers=1)
-    _, two, _ = prepare(body, ServedModel("moa", ""), RequestPolicy(), workers=2)
-    assert (one.rpm, one.tpm) == ({"openai": 600.0}, {"openai": 90001})
-    assert (two.rpm, two.tpm) == ({"openai": 300.0}, {"openai": 45000})
-    assert two.max_calls == RequestPolicy().max_calls  # the graph enforces the budget too
+    _, context, _ = prepare(body, ServedModel("moa", ""), RequestPolicy())
+    # Not divided among workers: they share one limiter (moa_graph.limit_store).
+    assert (context.rpm, context.tpm) == ({"openai": 600.0}, {"openai": 90001})
+    assert context.max_calls == RequestPolicy().max_calls  # the graph enforces the budget too
 
 
 def test_top_level_max_tokens_over_the_budget_names_its_parameter() -> None:
