@@ -15,9 +15,10 @@ def add_parser(commands: Any) -> None:
     serve = commands.add_parser(
         "serve",
         help="serve MoA as an OpenAI-compatible API (needs the 'serve' extra)",
-        description="POST /v1/chat/completions, /v1/responses, /v1/completions and GET "
-        "/v1/models on HOST:PORT; model 'moa' uses the MOA_* settings. MOA_API_KEY sets a "
-        "bearer key. A request may set only the MoA fields the operator allows "
+        description="POST /v1/chat/completions, /v1/responses, /v1/completions, "
+        "/v1/messages (Anthropic's shape) and GET /v1/models on HOST:PORT; model 'moa' uses "
+        "the MOA_* settings. MOA_API_KEY sets a bearer key. A request may set only the MoA "
+        "fields the operator allows "
         "(MOA_SERVE_ALLOW_FIELDS, MOA_SERVE_ALLOW_MODELS), within budgets "
         "(MOA_SERVE_MAX_ROUNDS, _CALLS, _TOKENS, _TIMEOUT_S, _MESSAGES, _BODY_BYTES). "
         "GET /healthz and /readyz need no key; GET /metrics is Prometheus' "

@@ -1,7 +1,8 @@
 """MoA as an OpenAI-compatible API (``moa-graph serve``, ``langgraph dev``).
 
 `moa_graph.serving.app.app` is a FastAPI app with ``GET /v1/models``, ``GET /v1/models/{id}``,
-``POST /v1/chat/completions``, ``POST /v1/responses`` and ``POST /v1/completions``;
+``POST /v1/chat/completions``, ``POST /v1/responses``, ``POST /v1/completions`` and
+``POST /v1/messages`` (Anthropic's Messages API);
 ``langgraph dev`` serves it beside the LangGraph API (langgraph.json ``http.app``) and
 ``moa-graph serve`` runs it with uvicorn, with ``GET /healthz``, ``GET /readyz`` and
 ``GET /metrics`` added (`moa_graph.serving.app.serve_app`). Each request is

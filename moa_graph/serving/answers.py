@@ -52,12 +52,14 @@ class Reply:
         calls: The tool calls (at most one unless parallel calls are allowed).
         finish: ``stop``, ``tool_calls``, or ``length`` (the answer stopped at max_tokens).
         summary: The run's summary (usage, panel, ...).
+        stop_sequence: The request's stop sequence the text was cut at, or None.
     """
 
     text: str
     calls: list[Call]
     finish: Finish
     summary: RunSummary
+    stop_sequence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -210,23 +212,32 @@ def reply_of(message: BaseMessage, form: AnswerForm, summary: RunSummary) -> Rep
             500, "tool_choice asked for a tool call and the answer made none", "server_error",
             code="tool_choice_not_honoured",
         )  # fmt: skip
+    text, stop = _cut_at_stop(message.text, form.stop)
     if calls:
         made = [
             Call(c["id"] or f"call_{i}", c["name"], json.dumps(c["args"]))
             for i, c in enumerate(calls[: None if form.parallel_tool_calls else 1])
         ]
-        return Reply(_before_stop(message.text, form.stop), made, "tool_calls", summary)
-    return Reply(_before_stop(message.text, form.stop), [], _finish(summary), summary)
+        return Reply(text, made, "tool_calls", summary)
+    return Reply(text, [], "stop" if stop else _finish(summary), summary, stop_sequence=stop)
 
 
 def _finish(summary: RunSummary) -> Finish:
     return "length" if summary["cut_off"] else "stop"
 
 
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str | None]:
+    """`text` up to the first stop sequence in it, and that sequence (None when none is)."""
+    found = [(i, stop) for stop in stops if (i := text.find(stop)) >= 0]
+    if not found:
+        return text, None
+    cut, stop = min(found)
+    return text[:cut], stop
+
+
 def _before_stop(text: str, stops: tuple[str, ...]) -> str:
     """`text` up to the first stop sequence in it."""
-    cut = min((i for stop in stops if (i := text.find(stop)) >= 0), default=len(text))
-    return text[:cut]
+    return _cut_at_stop(text, stops)[0]
 
 
 @dataclass

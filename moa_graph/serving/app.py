@@ -1,12 +1,14 @@
-"""The FastAPI app: OpenAI's API shapes over one MoA pipeline, under ``/v1``.
+"""The FastAPI app: OpenAI's and Anthropic's API shapes over one MoA pipeline, under ``/v1``.
 
 ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``,
-``POST /v1/responses`` (the Responses API, stateless) and ``POST /v1/completions``. Every
-shape becomes a `moa_graph.serving.requests.ChatRequest`, is checked by the one code path
+``POST /v1/responses`` (the Responses API, stateless), ``POST /v1/completions`` and
+``POST /v1/messages`` (Anthropic's Messages API). Every shape becomes a
+`moa_graph.serving.requests.ChatRequest`, is checked by the one code path
 (`moa_graph.serving.requests.prepare`: the trust policy, budgets and schema checks), runs
 through `moa_graph.serving.answers` and is rendered in its own shape
-(`moa_graph.serving.chat_shape`, `moa_graph.serving.responses_shape`). Any other path under
-``/v1`` is an OpenAI-shaped 404 naming what this server offers.
+(`moa_graph.serving.chat_shape`, `moa_graph.serving.responses_shape`,
+`moa_graph.serving.anthropic_shape`). Any other path under ``/v1`` is an OpenAI-shaped 404
+naming what this server offers.
 
 ``moa-graph serve`` runs `serve_app`, which adds the operator's routes: ``GET /healthz``,
 ``GET /readyz`` (`moa_graph.serving.health`) and ``GET /metrics``
@@ -41,6 +43,8 @@ from moa_graph.serving.answers import (
     answer,
     answer_events,
 )
+from moa_graph.serving.anthropic_shape import MessagesRequest, message, message_events
+from moa_graph.serving.anthropic_shape import to_chat_request as anthropic_request
 from moa_graph.serving.catalog import (
     ServedModel,
     assistants_file,
@@ -70,7 +74,7 @@ from moa_graph.trust import RequestPolicy
 
 OFFERED = (
     "GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions, POST /v1/responses, "
-    "POST /v1/completions"
+    "POST /v1/completions, POST /v1/messages"
 )
 
 
@@ -175,6 +179,14 @@ def create_app(
             chat,
             lambda reply: text_completion(reply, body.model),
             lambda events: text_completion_events(events, body.model),
+        )
+
+    @router.post("/messages", response_model=None)
+    async def messages(body: MessagesRequest) -> JSONResponse | StreamingResponse:
+        return await run(
+            anthropic_request(body),
+            lambda reply: message(reply, body.model),
+            lambda events: message_events(events, body.model),
         )
 
     @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

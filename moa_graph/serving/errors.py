@@ -1,4 +1,7 @@
-"""OpenAI-shaped errors of the API: the error JSON, status codes, request ids, the key check."""
+"""Errors of the API: the error JSON of each shape, status codes, request ids, the key check.
+
+OpenAI's error JSON everywhere but ``/v1/messages``, which answers Anthropic's.
+"""
 
 import logging
 import os
@@ -39,8 +42,14 @@ class APIError(Exception):
             code,
         )
 
-    def body(self) -> dict[str, Any]:
-        """The ``{"error": {...}}`` object."""
+    def body(self, path: str = "") -> dict[str, Any]:
+        """The error JSON of the API shape the request `path` speaks.
+
+        Anthropic's (`anthropic_error`) at and under ``/v1/messages``, else OpenAI's
+        ``{"error": {"message", "type", "param", "code"}}``.
+        """
+        if path == ANTHROPIC_PATH or path.startswith(f"{ANTHROPIC_PATH}/"):
+            return anthropic_error(self)
         return {
             "error": {
                 "message": self.message,
@@ -49,6 +58,29 @@ class APIError(Exception):
                 "code": self.code,
             }
         }
+
+
+ANTHROPIC_PATH = "/v1/messages"
+"""The route that speaks Anthropic's Messages API (`moa_graph.serving.anthropic_shape`)."""
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    529: "overloaded_error",
+}  # fmt: skip
+
+
+def anthropic_error(error: APIError) -> dict[str, Any]:
+    """Anthropic's error object, ``{"type": "error", "error": {"type", "message"}}``.
+
+    The type follows the status (docs.anthropic.com/en/api/errors; ``api_error`` for a 5xx);
+    the message names the parameter when OpenAI's shape would carry it apart.
+    """
+    kind = _ANTHROPIC_TYPES.get(error.status, "api_error" if error.status >= 500 else
+                                "invalid_request_error")  # fmt: skip
+    message = error.message
+    if error.param and error.param not in message:
+        message = f"{error.param}: {message}"
+    return {"type": "error", "error": {"type": kind, "message": message}}
 
 
 def run_failed(error: BaseException) -> APIError:
@@ -133,28 +165,33 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _server_error)
 
 
-def _error_response(error: APIError) -> JSONResponse:
+def error_response(error: APIError, path: str) -> JSONResponse:
+    """The response of `error` to a request for `path`, in that route's API shape."""
     headers = {"x-should-retry": "false"} if error.status >= 500 else None
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    return JSONResponse(error.body(path), status_code=error.status, headers=headers)
 
 
 async def _api_error(request: Request, error: APIError) -> JSONResponse:
-    return _error_response(error)
+    return error_response(error, request.url.path)
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
     [first, *_] = error.errors() or [{"loc": (), "msg": "invalid request"}]
     param = ".".join(str(p) for p in first["loc"] if p != "body") or None
-    return _error_response(
-        APIError(400, f"{param}: {first['msg']}", "invalid_request_error", param=param)
+    return error_response(
+        APIError(400, f"{param}: {first['msg']}", "invalid_request_error", param=param),
+        request.url.path,
     )
 
 
 async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
-    return _error_response(APIError(error.status_code, str(error.detail), "invalid_request_error"))
+    status = APIError(error.status_code, str(error.detail), "invalid_request_error")
+    return error_response(status, request.url.path)
 
 
 async def _server_error(request: Request, error: Exception) -> JSONResponse:
     log.error("%s internal error", request_id(), exc_info=error)
     message = f"internal server error; the server's log has it under request id {request_id()}"
-    return _error_response(APIError(500, message, "server_error", code="internal_error"))
+    return error_response(
+        APIError(500, message, "server_error", code="internal_error"), request.url.path
+    )

@@ -26,7 +26,6 @@ from typing import Any
 import jsonschema
 from langchain_core.messages import BaseMessage, convert_to_messages
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moa_graph.context import PROPOSAL_MODES, MoAContext
@@ -35,7 +34,7 @@ from moa_graph.json_schema import validator
 from moa_graph.models import takes_setting
 from moa_graph.serving import metrics
 from moa_graph.serving.catalog import ServedModel
-from moa_graph.serving.errors import APIError
+from moa_graph.serving.errors import APIError, error_response
 from moa_graph.spec import ModelSpec
 from moa_graph.structured import AnswerSchema
 from moa_graph.trust import RequestPolicy, RequestRefused
@@ -409,4 +408,4 @@ class BodyLimit:
             "invalid_request_error",
             code="request_too_large",
         )
-        await JSONResponse(error.body(), status_code=413)(scope, receive, send)
+        await error_response(error, scope["path"])(scope, receive, send)

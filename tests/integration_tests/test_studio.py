@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, Literal
 
+import anthropic
 import openai
 import pytest
 from langchain.agents import create_agent
@@ -216,6 +217,33 @@ async def test_the_openai_compatible_api_is_served_beside_studio(server: str) ->
     # usage counts every call: at least the three proposers, each reading the question
     assert done.usage.prompt_tokens >= 3 * one.usage_metadata["input_tokens"]
     assert done.usage.completion_tokens > 0
+
+
+async def test_anthropic_messages_with_a_forced_tool_on_the_embedded_model(server: str) -> None:
+    # /v1/messages in langgraph dev: "any" forces a call on the embedded model too (which
+    # ignores "required"; the server adds a choosing step), then the loop ends in text.
+    api = anthropic.AsyncAnthropic(base_url=server, api_key=API_KEY, max_retries=0)
+    short = {"moa": {"max_tokens": 16, "seed": 7}}
+    tools = [{"name": "add", "description": "Add two integers a and b.", "input_schema": {
+        "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"]}}, {"name": "final_answer", "description": "Give the final "
+        "answer.", "input_schema": {"type": "object", "properties": {"answer": {
+            "type": "string"}}, "required": ["answer"]}}]  # fmt: skip
+    question = {"role": "user", "content": "What is 17 + 25?"}
+    forced = await api.messages.create(model="moa", max_tokens=256, messages=[question],
+                                       tools=tools, tool_choice={"type": "any"},
+                                       extra_body=short)  # fmt: skip
+    assert forced.stop_reason == "tool_use"
+    [call] = [block for block in forced.content if block.type == "tool_use"]
+    assert call.name in ("add", "final_answer") and isinstance(call.input, dict)
+    result = {"type": "tool_result", "tool_use_id": call.id, "content": "42"}
+    turns = [question, {"role": "assistant", "content": forced.content},
+             {"role": "user", "content": [result]}]  # fmt: skip
+    async with api.messages.stream(model="moa", max_tokens=48, messages=turns, tools=tools,
+                                   extra_body=short) as stream:  # fmt: skip
+        final = await stream.get_final_message()
+    assert final.stop_reason in ("end_turn", "max_tokens")
+    assert [block.type for block in final.content] == ["text"] and final.content[0].text.strip()
 
 
 class Colour(BaseModel):
