@@ -6,12 +6,17 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from langchain_core.messages import HumanMessage
+from prometheus_client import REGISTRY
 
+from moa_graph import MoAContext, build_moa_graph
 from moa_graph.errors import MoAConfigError
 from moa_graph.limit_store import SQLiteStateStore, store_for
 from moa_graph.limits import Gcra, request_limiter
+from moa_graph.run_summary import summarize
 from moa_graph.serving.app import create_app
 from moa_graph.serving.catalog import ServedModel
+from moa_graph.serving.metrics import observe_run
 
 KEY = "operator-key"
 SETTINGS = {"proposers": ["openai:p", "openai:p"], "aggregator": "openai:agg"}
@@ -92,3 +97,25 @@ def test_an_unknown_store_is_refused_with_the_choices(monkeypatch: pytest.Monkey
     monkeypatch.setenv("MOA_LIMITS_STORE", "memcached://host")
     with pytest.raises(MoAConfigError, match=r"sqlite:PATH .* redis://"):
         store_for("rpm:openai:60")
+
+
+def calls_counted(model: str, role: str, status: str = "ok") -> float:
+    labels = {"model": model, "role": role, "status": status}
+    return REGISTRY.get_sample_value("moa_model_calls_total", labels) or 0.0
+
+
+async def test_a_cascades_first_stage_is_counted_apart_from_the_proposers(openai_upstream) -> None:
+    def script(body: dict) -> str:  # the first stage disagrees, so the MoA runs
+        return f"It is {body['seed']}." if body["model"] == "cheap" else body["model"]
+
+    openai_upstream(script)
+    context = MoAContext(cascade=["openai:cheap n=3"], proposers=["openai:p"] * 2, seed=1,
+                         aggregator="openai:agg", retries=0)  # fmt: skip
+    question = {"messages": [HumanMessage("What is 6 x 7?")]}
+    out = await build_moa_graph().compile().ainvoke(question, context=context)
+    known = {"openai:cheap", "openai:p", "openai:agg"}
+    roles = [("openai:cheap", "cascade"), ("openai:p", "proposer"), ("openai:agg", "aggregator")]
+    before = [calls_counted(model, role) for model, role in roles]
+    observe_run(summarize(out), "moa", known)
+    after = [calls_counted(model, role) for model, role in roles]
+    assert [b - a for a, b in zip(before, after, strict=True)] == [3, 2, 1]
