@@ -142,22 +142,25 @@ class TokenBudget:
 
     def try_reserve(self, tokens: int) -> float:
         """Charge `tokens` and return 0, or return the seconds to wait before trying again."""
-        with self._lock:
-            owed = self._owed
-        wait = self._gcra.take(tokens + owed)
-        if wait == 0:
-            with self._lock:
-                self._owed -= owed
-        return wait
+        owed = self._claim_owed()
+        return self._settle_claim(owed, self._gcra.take(tokens + owed))
 
     async def atry_reserve(self, tokens: int) -> float:
         """`try_reserve` without blocking the event loop."""
+        owed = self._claim_owed()
+        return self._settle_claim(owed, await self._gcra.atake(tokens + owed))
+
+    def _claim_owed(self) -> int:
+        """Take what is owed, so that two reservations at once never both charge it."""
         with self._lock:
-            owed = self._owed
-        wait = await self._gcra.atake(tokens + owed)
-        if wait == 0:
+            owed, self._owed = self._owed, 0
+        return owed
+
+    def _settle_claim(self, owed: int, wait: float) -> float:
+        """Give back the claimed debt when the reservation must wait; return the wait."""
+        if wait > 0 and owed:
             with self._lock:
-                self._owed -= owed
+                self._owed += owed
         return wait
 
     def settle(self, estimated: int, actual: int) -> None:

@@ -45,7 +45,7 @@ from moa_graph.serving.answers import (
     Reply,
     TextDelta,
 )
-from moa_graph.serving.errors import APIError, anthropic_error
+from moa_graph.serving.errors import anthropic_error, invalid_param
 from moa_graph.serving.requests import ChatRequest
 
 IGNORED = frozenset(
@@ -88,11 +88,11 @@ def to_chat_request(body: MessagesRequest) -> ChatRequest:
     """
     for name in body.model_extra or {}:
         if name not in IGNORED:
-            raise _invalid(name, "is not a field this server acts on; remove it")
+            raise invalid_param(name, "is not a field this server acts on; remove it")
     if body.top_k is not None:
-        raise _invalid("top_k", "is not supported: use temperature or top_p")
+        raise invalid_param("top_k", "is not supported: use temperature or top_p")
     if body.thinking and body.thinking.get("type") != "disabled":
-        raise _invalid("thinking", "is not supported: MoA's proposers are its deliberation")
+        raise invalid_param("thinking", "is not supported: MoA's proposers are its deliberation")
     chat: dict[str, Any] = {
         "model": body.model,
         "messages": _messages(body),
@@ -199,12 +199,12 @@ def _messages(body: MessagesRequest) -> list[dict[str, Any]]:
     for i, turn in enumerate(body.messages):
         role, content = turn.get("role"), turn.get("content")
         if role not in ("user", "assistant"):
-            raise _invalid(f"messages[{i}].role", "must be 'user' or 'assistant'")
+            raise invalid_param(f"messages[{i}].role", "must be 'user' or 'assistant'")
         if isinstance(content, str):
             messages.append({"role": role, "content": content})
             continue
         if not isinstance(content, list):
-            raise _invalid(f"messages[{i}].content", "must be a string or a list of blocks")
+            raise invalid_param(f"messages[{i}].content", "must be a string or a list of blocks")
         texts: list[str] = []
         calls: list[dict[str, Any]] = []
         for j, block in enumerate(content):
@@ -222,7 +222,7 @@ def _messages(body: MessagesRequest) -> list[dict[str, Any]]:
             elif kind in ("thinking", "redacted_thinking") and role == "assistant":
                 continue  # an earlier turn's reasoning: not the conversation
             else:
-                raise _invalid(f"{where}.type", f"{kind!r} blocks are not supported in "
+                raise invalid_param(f"{where}.type", f"{kind!r} blocks are not supported in "
                                f"{role} messages: send text, tool_use or tool_result")  # fmt: skip
         if role == "assistant" and (texts or calls):
             reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
@@ -235,7 +235,7 @@ def _messages(body: MessagesRequest) -> list[dict[str, Any]]:
 
 def _text_block(where: str, block: Any) -> str:
     if not isinstance(block, dict) or block.get("type") != "text":
-        raise _invalid(where, "must be a text block")
+        raise invalid_param(where, "must be a text block")
     return str(block.get("text", ""))
 
 
@@ -250,12 +250,12 @@ def _result_text(where: str, block: dict[str, Any]) -> str:
 
 def _chat_tool(index: int, tool: dict[str, Any]) -> dict[str, Any]:
     if tool.get("type") not in (None, "custom"):
-        raise _invalid(
+        raise invalid_param(
             f"tools[{index}].type", f"{tool.get('type')!r} (a server tool) is not supported: "
             "give client tools with name, description and input_schema",
         )  # fmt: skip
     if "name" not in tool or "input_schema" not in tool:
-        raise _invalid(f"tools[{index}]", "needs a name and an input_schema")
+        raise invalid_param(f"tools[{index}]", "needs a name and an input_schema")
     function = {"name": tool["name"], "parameters": tool["input_schema"]}
     if "description" in tool:
         function["description"] = tool["description"]
@@ -268,27 +268,24 @@ def _tool_choice(choice: dict[str, Any]) -> tuple[str | dict[str, Any], bool | N
     kind = choice.get("type")
     if kind == "tool":
         if not choice.get("name"):
-            raise _invalid("tool_choice.name", "is required when type is 'tool'")
+            raise invalid_param("tool_choice.name", "is required when type is 'tool'")
         return {"type": "function", "function": {"name": choice["name"]}}, parallel
     mapped = {"auto": "auto", "any": "required", "none": "none"}
     if kind not in mapped:
-        raise _invalid("tool_choice.type", "use 'auto', 'any', 'tool' or 'none'")
+        raise invalid_param("tool_choice.type", "use 'auto', 'any', 'tool' or 'none'")
     return mapped[kind], parallel
 
 
 def _response_format(config: dict[str, Any]) -> dict[str, Any] | None:
     """``output_config.format`` (a JSON Schema the text must fit) as a ``response_format``."""
-    unknown = set(config) - {"format"}
-    if unknown - {"effort"} or config.get("effort") is not None:
-        name = sorted(unknown)[0]
-        raise _invalid(f"output_config.{name}", "is not supported: give only format")
+    for name, value in config.items():
+        if name != "format" and (name != "effort" or value is not None):
+            raise invalid_param(f"output_config.{name}", "is not supported: give only format")
     form = config.get("format")
     if form is None:
         return None
     if not isinstance(form, dict) or form.get("type") != "json_schema" or "schema" not in form:
-        raise _invalid("output_config.format", "must be {'type': 'json_schema', 'schema': ...}")
+        raise invalid_param(
+            "output_config.format", "must be {'type': 'json_schema', 'schema': ...}"
+        )
     return {"type": "json_schema", "json_schema": {"name": "output", "schema": form["schema"]}}
-
-
-def _invalid(param: str, message: str) -> APIError:
-    return APIError(400, f"{param} {message}", "invalid_request_error", param=param)

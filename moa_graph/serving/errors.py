@@ -83,6 +83,11 @@ def anthropic_error(error: APIError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
+def invalid_param(param: str, message: str) -> APIError:
+    """A 400 ``invalid_request_error`` naming `param`: ``"<param> <message>"``."""
+    return APIError(400, f"{param} {message}", "invalid_request_error", param=param)
+
+
 def run_failed(error: BaseException) -> APIError:
     """Return the 500 for a run that failed; the details go to the server's log only.
 

@@ -34,7 +34,7 @@ from moa_graph.json_schema import validator
 from moa_graph.models import takes_setting
 from moa_graph.serving import metrics
 from moa_graph.serving.catalog import ServedModel
-from moa_graph.serving.errors import APIError, error_response
+from moa_graph.serving.errors import APIError, error_response, invalid_param
 from moa_graph.spec import ModelSpec
 from moa_graph.structured import AnswerSchema
 from moa_graph.trust import RequestPolicy, RequestRefused
@@ -135,9 +135,9 @@ def prepare(
         if name in _UNSUPPORTED and value not in (None, False, [], {}):
             raise APIError(400, _UNSUPPORTED[name], "invalid_request_error", param=name)
         if name not in _UNSUPPORTED and name not in IGNORED:
-            raise _invalid(name, "is not a field this server knows; remove it")
+            raise invalid_param(name, "is not a field this server knows; remove it")
     if body.store:
-        raise _invalid("store", "must be false: this server stores nothing")
+        raise invalid_param("store", "must be false: this server stores nothing")
     if "audio" in (extra.get("modalities") or []):
         raise APIError(
             400, "audio output is not supported", "invalid_request_error", param="modalities"
@@ -211,7 +211,7 @@ def _with_sampling(context: MoAContext, body: ChatRequest) -> MoAContext:
     own = {name: getattr(body, name) for name in AGGREGATOR_ONLY if getattr(body, name)}
     for name in own:
         if not takes_setting(aggregator.model, name):
-            raise _invalid(name, f"is not a setting of this server's aggregator "
+            raise invalid_param(name, f"is not a setting of this server's aggregator "
                                  f"({aggregator.model}); remove it")  # fmt: skip
     answer_proposers = context.aggregator_mode in PROPOSAL_MODES
     aggregator = _plus(aggregator, {**own, **({} if answer_proposers else sampling)})
@@ -251,9 +251,9 @@ def _answer_form(body: ChatRequest, policy: RequestPolicy) -> AnswerForm:
             or tool.get("type") != "function"
             or not isinstance(function, dict)
         ):
-            raise _invalid(f"tools[{i}]", "must be {'type': 'function', 'function': {...}}")
+            raise invalid_param(f"tools[{i}]", "must be {'type': 'function', 'function': {...}}")
         if not _TOOL_NAME.fullmatch(str(function.get("name", ""))):
-            raise _invalid(f"tools[{i}].function.name", "must be 1-64 of A-Z a-z 0-9 _ -")
+            raise invalid_param(f"tools[{i}].function.name", "must be 1-64 of A-Z a-z 0-9 _ -")
         if "parameters" in function:
             param = f"tools[{i}].function.parameters"
             schema_bytes += _check_schema(policy, param, function["parameters"], schema_bytes)
@@ -262,9 +262,9 @@ def _answer_form(body: ChatRequest, policy: RequestPolicy) -> AnswerForm:
         choice = body.tool_choice
         named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
         if not names:
-            raise _invalid("tool_choice", "needs tools: give tools too")
+            raise invalid_param("tool_choice", "needs tools: give tools too")
         if choice not in ("auto", "none", "required") and named not in names:
-            raise _invalid(
+            raise invalid_param(
                 "tool_choice",
                 "must be 'auto', 'none', 'required' or {'type': 'function', 'function': "
                 "{'name': ...}} naming one of the tools",
@@ -279,16 +279,18 @@ def _answer_form(body: ChatRequest, policy: RequestPolicy) -> AnswerForm:
     if kind == "text":
         return plain
     if kind not in ("json_schema", "json_object"):
-        raise _invalid("response_format.type", "use 'text', 'json_object' or 'json_schema'")
+        raise invalid_param("response_format.type", "use 'text', 'json_object' or 'json_schema'")
     if kind == "json_object":
         return dataclasses.replace(plain, schema=AnswerSchema("json_object", JSON_OBJECT))
     spec = (body.response_format or {}).get("json_schema")
     if not isinstance(spec, dict) or not _TOOL_NAME.fullmatch(str(spec.get("name", ""))):
-        raise _invalid("response_format.json_schema.name", "give a name of 1-64 of A-Z a-z 0-9 _ -")
+        raise invalid_param(
+            "response_format.json_schema.name", "give a name of 1-64 of A-Z a-z 0-9 _ -"
+        )
     schema = spec.get("schema", JSON_OBJECT)
     _check_schema(policy, "response_format.json_schema.schema", schema, schema_bytes)
     if spec["name"] in {t["function"]["name"] for t in body.tools or []}:
-        raise _invalid("response_format.json_schema.name", "must differ from the tools' names")
+        raise invalid_param("response_format.json_schema.name", "must differ from the tools' names")
     return dataclasses.replace(plain, schema=AnswerSchema(spec["name"], schema))
 
 
@@ -303,12 +305,8 @@ def _check_schema(policy: RequestPolicy, param: str, schema: object, before: int
     try:
         validator(schema)
     except jsonschema.SchemaError as exc:
-        raise _invalid(param, f"is not a valid JSON Schema: {exc.message}") from None
+        raise invalid_param(param, f"is not a valid JSON Schema: {exc.message}") from None
     return size
-
-
-def _invalid(param: str, message: str) -> APIError:
-    return APIError(400, f"{param} {message}", "invalid_request_error", param=param)
 
 
 def _refused(error: RequestRefused) -> APIError:
@@ -326,9 +324,9 @@ def _check_message(i: int, message: dict[str, Any]) -> None:
             param=f"messages[{i}].role",
         )
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-        raise _invalid(f"messages[{i}].tool_call_id", "is required on a tool message")
+        raise invalid_param(f"messages[{i}].tool_call_id", "is required on a tool message")
     if message.get("tool_calls") is not None and role != "assistant":
-        raise _invalid(f"messages[{i}].tool_calls", "belong to assistant messages")
+        raise invalid_param(f"messages[{i}].tool_calls", "belong to assistant messages")
     content = message.get("content")
     if content is None and message.get("tool_calls"):
         return  # an assistant message that only calls tools

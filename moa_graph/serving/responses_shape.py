@@ -31,7 +31,7 @@ from moa_graph.serving.answers import (
     Reply,
     TextDelta,
 )
-from moa_graph.serving.errors import APIError
+from moa_graph.serving.errors import invalid_param
 from moa_graph.serving.requests import ChatRequest
 
 IGNORED = frozenset(
@@ -71,16 +71,16 @@ def to_chat_request(body: ResponsesRequest) -> ChatRequest:
             ``previous_response_id``), a tool or item it does not know, or an unknown field.
     """
     if body.store:
-        raise _invalid("store", "must be false or absent: this server stores no response")
+        raise invalid_param("store", "must be false or absent: this server stores no response")
     if body.previous_response_id:
-        raise _invalid(
+        raise invalid_param(
             "previous_response_id", "is not supported: this server is stateless; send the "
             "whole conversation in input",
         )  # fmt: skip
     extra = body.model_extra or {}
     for name, value in extra.items():
         if name not in IGNORED or (name in ("include", "background") and value):
-            raise _invalid(name, "is not a field this server acts on; remove it")
+            raise invalid_param(name, "is not a field this server acts on; remove it")
     chat: dict[str, Any] = {
         "model": body.model,
         "messages": _messages(body),
@@ -284,7 +284,7 @@ def _messages(body: ResponsesRequest) -> list[dict[str, Any]]:
         elif kind == "reasoning":
             continue  # a model's reasoning summary from an earlier turn: not the conversation
         else:
-            raise _invalid(f"input[{i}].type", f"{kind!r} items are not supported")
+            raise invalid_param(f"input[{i}].type", f"{kind!r} items are not supported")
     return messages
 
 
@@ -295,14 +295,14 @@ def _text(index: int, content: Any) -> str | list[dict[str, Any]]:
     for j, part in enumerate(content or []):
         if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text",
                                                                    "text"):  # fmt: skip
-            raise _invalid(f"input[{index}].content[{j}]", "must be a text part")
+            raise invalid_param(f"input[{index}].content[{j}]", "must be a text part")
         parts.append({"type": "text", "text": part.get("text", "")})
     return parts
 
 
 def _chat_tool(index: int, tool: dict[str, Any]) -> dict[str, Any]:
     if tool.get("type") != "function":
-        raise _invalid(f"tools[{index}].type", "only function tools are supported")
+        raise invalid_param(f"tools[{index}].type", "only function tools are supported")
     function = {k: tool[k] for k in ("name", "description", "parameters") if k in tool}
     return {"type": "function", "function": function}
 
@@ -314,8 +314,4 @@ def _response_format(form: dict[str, Any]) -> dict[str, Any]:
         return {"type": "json_schema", "json_schema": spec}
     if kind in ("json_object", "text"):
         return {"type": kind}
-    raise _invalid("text.format.type", "use 'text', 'json_object' or 'json_schema'")
-
-
-def _invalid(param: str, message: str) -> APIError:
-    return APIError(400, f"{param} {message}", "invalid_request_error", param=param)
+    raise invalid_param("text.format.type", "use 'text', 'json_object' or 'json_schema'")

@@ -72,6 +72,7 @@ def test_choices_and_typed_answers_map_to_their_chat_forms() -> None:
         ({"tools": [{"type": "bash_20250124", "name": "bash"}]}, "tools[0].type"),
         ({"tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
         ({"output_config": {"effort": "high"}}, "output_config.effort"),
+        ({"output_config": {"effort": None, "task_budget": 5}}, "output_config.task_budget"),
         ({"mcp_servers": [{"url": "http://x"}]}, "mcp_servers"),
     ],
 )  # fmt: skip
