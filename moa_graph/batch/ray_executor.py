@@ -121,9 +121,16 @@ class RayPairs:
         finally:
             self._load[index] -= 1
 
-    def nodes(self) -> list[str]:
-        """Return the Ray node id each actor runs on (an actor restarted elsewhere moves)."""
-        ids: list[str] = self._ray.get([actor.node.remote() for actor in self._actors])
+    def nodes(self, timeout_s: float = 120.0) -> list[str]:
+        """Return the Ray node id each actor runs on (an actor restarted elsewhere moves).
+
+        The question is asked again while an actor is restarting (it is idempotent, unlike a
+        row's pair, which runs at most once), so a lost node's actor answers from where Ray
+        restarted it. Raises ``ray.exceptions.GetTimeoutError`` after ``timeout_s`` seconds
+        (default 120) if an actor has not come back, e.g. no node has room for it.
+        """
+        asked = [actor.node.options(max_task_retries=-1).remote() for actor in self._actors]
+        ids: list[str] = self._ray.get(asked, timeout=timeout_s)
         return ids
 
     def close(self) -> None:
