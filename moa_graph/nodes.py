@@ -38,7 +38,7 @@ from moa_graph.layers import (
 )
 from moa_graph.references import inject_references, reference_order, with_system_prompt
 from moa_graph.review import parse_decision, review_request
-from moa_graph.run_scope import count_call, run_context
+from moa_graph.run_scope import count_call, hold_until_run_ends, run_context
 from moa_graph.state import FIRST_STAGE, MoAState, Proposal, ProposerTask, Review
 from moa_graph.stragglers import LayerGate, layer_gate
 from moa_graph.tool_turns import bind_run_tools, render_tool_turns
@@ -187,6 +187,7 @@ class MoANodes:
         ``--retry-failed``) instead of replayed from the cache.
         """
         if isinstance(error.error, ProposerFailed):
+            hold_until_run_ends(error.error)  # LangGraph knows it by id (see there)
             # goto: the branch joins the layer as the proposer's own edge would have
             return Command(update={"proposals": [error.error.record]}, goto="collect_references")
         raise error.error

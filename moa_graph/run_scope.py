@@ -12,8 +12,12 @@ So the operator's guard (`moa_graph.trust.RequestPolicy`) sits where every node 
   budget (`CallBudgetExceeded`): the budget counts the calls the run makes, whatever its state
   or its ``Send`` payloads say.
 
-Both are kept in a ledger per run, never in the graph's state or its context (a caller writes
-those). The ledger is keyed by LangGraph's `langgraph.runtime.RunControl`, which a root run
+- `hold_until_run_ends` keeps an error a node's error handler handled alive for the rest of
+  its run, so that LangGraph, which remembers handled errors by ``id()``, cannot take a later
+  error at the same address for a handled one and end the run silently.
+
+All three are kept in a ledger per run, never in the graph's state or its context (a caller
+writes those). The ledger is keyed by LangGraph's `langgraph.runtime.RunControl`, which a root run
 creates and shares with its subgraphs and with the graphs its nodes invoke, so a run that nests
 MoA graphs (graphs/moa_agent.py) counts its calls once.
 """
@@ -59,7 +63,7 @@ class CallBudgetExceeded(RequestRefused):
 
 @dataclasses.dataclass(eq=False)
 class _Ledger:
-    """One run's admitted contexts and model calls.
+    """One run's admitted contexts, model calls and handled errors.
 
     `control` is the run's `RunControl`: held here, its id cannot be reused by another run
     while this ledger lives.
@@ -67,6 +71,7 @@ class _Ledger:
 
     control: object
     admitted: dict[int, tuple[object, MoAContext]] = dataclasses.field(default_factory=dict)
+    handled: list[BaseException] = dataclasses.field(default_factory=list)
     calls: int = 0
     max_calls: int | None = None
     setting: str = "max_calls"
@@ -170,6 +175,26 @@ def count_call() -> None:
         ledger.calls += 1
 
 
+def hold_until_run_ends(error: BaseException) -> None:
+    """Keep `error`, which a node's error handler handled, alive until the current run ends.
+
+    LangGraph (1.2) records the errors its node error handlers handled by ``id()`` and never
+    re-raises a later error of the same run with a recorded id. A handled error that is freed
+    during the run leaves its address to the next object of its size, so a later error (a
+    layer's `moa_graph.errors.ProposerQuorumError`) could be dropped and the run end without
+    an answer and without raising: measured in about 1 % of runs whose only proposer failed
+    under the proposer cache. Held here, no other error of the run can have its id. Its
+    traceback is dropped: its frames reach the run's `RunControl`, which would keep the
+    ledger from being freed.
+
+    Raises:
+        RuntimeError: Called outside a LangGraph run.
+    """
+    ledger = _ledger(get_runtime())
+    with ledger.lock:
+        ledger.handled.append(error.with_traceback(None))
+
+
 def _control(runtime: Runtime[Any]) -> object:
     if runtime.control is None:
         raise RuntimeError("no LangGraph run: the guard needs the run's RunControl")
@@ -177,7 +202,7 @@ def _control(runtime: Runtime[Any]) -> object:
 
 
 def _ledger(runtime: Runtime[Any]) -> _Ledger:
-    """The ledger of the run `runtime` belongs to; made at its first guarded node."""
+    """The ledger of the run `runtime` belongs to; made at its first guarded node or held error."""
     control = _control(runtime)
     with _ledgers_lock:
         ledger = _ledgers.get(id(control))

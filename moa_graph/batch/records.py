@@ -119,9 +119,9 @@ async def run_pair(
                 out = update
             else:
                 cached += bool(update.get("__metadata__", {}).get("cached"))
+        summary = summarize(out)
     except Exception as exc:
         return error_record(row, sample, key, exc, _since(start))
-    summary = summarize(out)
     by_model = summary["usage_by_model"]
     calls = [{"name": c["name"], "args": c["args"]} for c in summary["tool_calls"]]
     return cast(

@@ -237,12 +237,14 @@ class BatchRunner:
                 await jobs.put(None)
 
         async def work() -> None:
-            while (job := await jobs.get()) is not None:
-                record = await self.executor.run(*job)
-                if self.schema is not None:
-                    record = typed_record(record, self.schema)
-                await finished.put(record)
-            await finished.put(None)
+            try:
+                while (job := await jobs.get()) is not None:
+                    record = await self.executor.run(*job)
+                    if self.schema is not None:
+                        record = typed_record(record, self.schema)
+                    await finished.put(record)
+            finally:
+                finished.put_nowait(None)  # even a worker that failed ends: its error is raised
 
         tasks = [asyncio.create_task(produce())]
         tasks += [asyncio.create_task(work()) for _ in range(self.concurrency)]
@@ -260,7 +262,7 @@ class BatchRunner:
                 if self.stop.exceeded(self.stats):
                     self.stats.stopped = f"{self.stats.failed} failures"
                     break
-            await tasks[0]  # surface an input error
+            await asyncio.gather(*tasks)  # surface an input error or a worker's
         finally:
             for task in tasks:
                 task.cancel()

@@ -1,5 +1,6 @@
 """Batch generation over a scripted OpenAI-compatible server: faults, accounting, rates, resume."""
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,6 +222,47 @@ def test_read_rows_by_field_names(tmp_path: Path) -> None:
     assert rows[1].error.startswith("row 1 (line 2) is not JSON")
     chats = list(read_rows(source, Fields(messages="chat", id="key")))
     assert chats[2].messages == [{"role": "user", "content": "three"}]
+
+
+async def test_an_executor_that_raises_ends_the_batch_with_its_error_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    # A worker that raised used to leave the batch waiting for its end mark forever.
+    from moa_graph import build_moa_graph
+    from moa_graph.batch.runner import LocalPairs
+    from tests.fakes import ScriptedChatModel
+
+    class Breaks(LocalPairs):
+        async def run(self, row, sample, key):
+            if row.prompt == "q3":
+                raise RuntimeError("executor bug")
+            return await super().run(row, sample, key)
+
+    graph = build_moa_graph(proposers=[ScriptedChatModel()], aggregator=ScriptedChatModel())
+    context, output = MoAContext(), tmp_path / "out.jsonl"
+    runner = BatchRunner(context=context, concurrency=2, output=str(output),
+                         executor=Breaks(graph.compile(), context))  # fmt: skip
+    seen = []
+    with pytest.raises(RuntimeError, match="executor bug"):
+        async with asyncio.timeout(30):
+            async for record in runner.run(_rows([f"q{i}" for i in range(10)])):
+                seen.append(record["prompt"])
+    assert sorted(seen) == sorted(f"q{i}" for i in range(10) if i != 3)
+    assert len(output.read_text().splitlines()) == 9  # the other rows' records were kept
+
+
+async def test_a_run_that_ends_without_an_answer_is_that_rows_error_record() -> None:
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    from moa_graph.batch.records import run_pair
+    from moa_graph.batch.rows import row_or_error
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("noop", lambda state: {})
+    builder.add_edge(START, "noop")
+    row = row_or_error(0, "q")
+    record = await run_pair(builder.compile(), MoAContext(), None, row, 0, "0" * 32)
+    assert record["status"] == "error" and record["error"]["type"] == "KeyError"
 
 
 async def _rows(items):

@@ -1,4 +1,7 @@
+import contextlib
 import copy
+import gc
+import weakref
 from collections.abc import AsyncIterator
 
 import pytest
@@ -311,6 +314,43 @@ async def test_the_proposer_cache_keeps_answers_and_never_failures(sync: bool) -
                else await graph.ainvoke(inputs, context=context))  # fmt: skip
         assert [p["status"] for p in out["proposals"]] == ["ok", "failed", "ok"]
         assert (len(ok.calls), len(bad.calls)) == (2, run)  # the failure is asked again
+
+
+def test_a_handled_proposer_failure_never_hides_the_layers_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # LangGraph remembers errors its node error handlers handled by id(); a later error made
+    # at a freed one's address was dropped and the run ended without an answer (13 of 1,000
+    # runs). The handled error is now held until its run has ended.
+    from langgraph.cache.memory import InMemoryCache
+
+    from moa_graph import nodes, run_scope
+    from moa_graph.graph import proposer_cache_policy
+
+    made: list[weakref.ref[BaseException]] = []
+
+    class Tracked(nodes.ProposerFailed):
+        def __init__(self, record) -> None:
+            super().__init__(record)
+            made.append(weakref.ref(self))
+
+    monkeypatch.setattr(nodes, "ProposerFailed", Tracked)
+    graph = build_moa_graph(
+        proposers=[ScriptedChatModel(error="provider outage")], aggregator=ScriptedChatModel(),
+        proposer_cache=proposer_cache_policy(),
+    ).compile(cache=InMemoryCache())  # fmt: skip
+    context = MoAContext(retries=0)
+    ended = []
+    for i in range(300):
+        with contextlib.suppress(ProposerQuorumError):
+            ended.append(graph.invoke({"messages": [("user", f"q{i}")]}, context=context))
+    assert ended == [] and len(made) == 300
+    gc.collect()
+    assert made[-1]() is not None  # held past the end of its run
+    with pytest.raises(ProposerQuorumError):  # a new run's ledger sweeps those of ended runs
+        graph.invoke({"messages": [("user", "last")]}, context=context)
+    gc.collect()
+    assert sum(ref() is not None for ref in made) <= 1 and len(run_scope._ledgers) <= 2
 
 
 async def test_on_fewer_proposals_fail_ends_the_run_that_answer_would_finish() -> None:
